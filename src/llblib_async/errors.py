@@ -1,0 +1,106 @@
+"""The exceptions llblib-async raises.
+
+Every error the library raises derives from :class:`BuildKitError`, so ``except
+llblib_async.BuildKitError`` catches them all; the subclasses say what went wrong
+and carry the offending value as an attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class BuildKitError(Exception):
+    """Base class of every llblib-async error."""
+
+
+class AddressError(BuildKitError, ValueError):
+    """A daemon address is malformed or uses an unsupported scheme."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"bad BuildKit address {address!r}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class DaemonUnreachableError(BuildKitError, ConnectionError):
+    """No daemon answered at the address(es) tried."""
+
+    def __init__(self, address: str, reason: str, tried: Sequence[str] = ()) -> None:
+        tried = list(tried) or [address]
+        msg = f"cannot reach BuildKit at {address!r}: {reason}"
+        if len(tried) > 1:
+            msg += " (tried: " + ", ".join(tried) + ")"
+        super().__init__(msg)
+        self.address = address
+        self.reason = reason
+        self.tried = tried
+
+
+class DaemonError(BuildKitError):
+    """The daemon answered a call with an error (gRPC status other than OK)."""
+
+    def __init__(self, method: str, status: str, message: str) -> None:
+        super().__init__(f"{method}: {status}: {message}")
+        self.method = method
+        self.status = status
+        self.message = message
+
+
+class ConnectionLostError(BuildKitError, ConnectionError):
+    """The connection to the daemon broke while a call or build was in flight."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"lost connection to BuildKit at {address!r}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class SolveError(BuildKitError):
+    """A build failed in the daemon.
+
+    ``vertex`` is the digest of the failing LLB vertex when the daemon named one,
+    ``exit_code`` the exit code of a failed exec, ``logs`` the tail of its output.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vertex: str | None = None,
+        vertex_name: str | None = None,
+        exit_code: int | None = None,
+        logs: str = "",
+    ) -> None:
+        text = message
+        if vertex_name:
+            text = f"{vertex_name}: {message}"
+        if logs:
+            text += "\n" + logs
+        super().__init__(text)
+        self.message = message
+        self.vertex = vertex
+        self.vertex_name = vertex_name
+        self.exit_code = exit_code
+        self.logs = logs
+
+
+class LocalDirError(BuildKitError, FileNotFoundError):
+    """A local directory given as a build context does not exist or is not a directory."""
+
+    def __init__(self, name: str, path: str, reason: str) -> None:
+        super().__init__(f"local context {name!r} at {path!r}: {reason}")
+        self.name = name
+        self.path = path
+        self.reason = reason
+
+
+class ExportError(BuildKitError):
+    """Exported output could not be written on the client side."""
+
+
+class PrerequisiteError(BuildKitError, RuntimeError):
+    """Something the test fixtures need (buildkitd, runc, a registry...) is missing.
+
+    The message says how to install it.
+    """

@@ -1,0 +1,44 @@
+"""Where a build's result goes.
+
+Each exporter is an immutable value naming a BuildKit exporter and, for those
+that send their output back to the client, the local destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientExport:
+    """An exporter whose output is sent back through the session to ``dest``."""
+
+    dest: Path
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+    type: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dest", Path(self.dest))
+        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalExport(_ClientExport):
+    """Write the result's filesystem into the directory ``dest`` (created if missing)."""
+
+    type: ClassVar[str] = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class TarExport(_ClientExport):
+    """Write the result's filesystem as a tar archive to the file ``dest``."""
+
+    type: ClassVar[str] = "tar"
+
+
+Export = LocalExport | TarExport

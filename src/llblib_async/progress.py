@@ -1,0 +1,307 @@
+"""Build progress: a sans-IO model of BuildKit's Status stream and a plain-text printer.
+
+The daemon sends deltas (vertices re-sent whenever they change, log chunks, status
+rows); :func:`StatusUpdate.from_pb` turns one batch into plain values, and a
+:class:`ProgressSink` consumes them.  :class:`PlainProgress` prints in the format
+of Go's ``progressui`` plain mode (``#N name`` / ``#N DONE 0.1s`` / ``#N CACHED``),
+which CI logs and people already know.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+from ._pb.moby.buildkit import v1 as control
+
+
+@dataclass(frozen=True, slots=True)
+class VertexUpdate:
+    """The current state of one LLB vertex (merged by ``digest``; later values win)."""
+
+    digest: str
+    name: str
+    inputs: tuple[str, ...] = ()
+    cached: bool = False
+    started: datetime.datetime | None = None
+    completed: datetime.datetime | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """A sub-task of a vertex, e.g. ``transferring ctx: 12kB`` or a layer download."""
+
+    id: str
+    vertex: str
+    name: str = ""
+    current: int = 0
+    total: int = 0
+    timestamp: datetime.datetime | None = None
+    started: datetime.datetime | None = None
+    completed: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Raw output of a vertex: bytes, not line-aligned (1 = stdout, 2 = stderr)."""
+
+    vertex: str
+    stream: int
+    data: bytes
+    timestamp: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildWarning:
+    vertex: str
+    level: int
+    short: str
+    detail: tuple[str, ...] = ()
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """One batch of progress for one build request (``request`` labels it)."""
+
+    request: str = ""
+    vertices: tuple[VertexUpdate, ...] = ()
+    statuses: tuple[StatusRow, ...] = ()
+    logs: tuple[LogChunk, ...] = ()
+    warnings: tuple[BuildWarning, ...] = ()
+
+    @classmethod
+    def from_pb(cls, msg: control.StatusResponse, *, request: str = "") -> StatusUpdate:
+        return cls(
+            request=request,
+            vertices=tuple(
+                VertexUpdate(
+                    digest=v.digest,
+                    name=v.name,
+                    inputs=tuple(v.inputs),
+                    cached=v.cached,
+                    started=v.started,
+                    completed=v.completed,
+                    error=v.error,
+                )
+                for v in msg.vertexes
+            ),
+            statuses=tuple(
+                StatusRow(
+                    id=s.id,
+                    vertex=s.vertex,
+                    name=s.name,
+                    current=s.current,
+                    total=s.total,
+                    timestamp=s.timestamp,
+                    started=s.started,
+                    completed=s.completed,
+                )
+                for s in msg.statuses
+            ),
+            logs=tuple(
+                LogChunk(vertex=lg.vertex, stream=lg.stream, data=lg.msg, timestamp=lg.timestamp)
+                for lg in msg.logs
+            ),
+            warnings=tuple(
+                BuildWarning(
+                    vertex=w.vertex,
+                    level=w.level,
+                    short=w.short.decode(errors="replace"),
+                    detail=tuple(d.decode(errors="replace") for d in w.detail),
+                    url=w.url,
+                )
+                for w in msg.warnings
+            ),
+        )
+
+
+class ProgressSink(Protocol):
+    """Consumes progress.  ``update`` must not block: it runs on the event loop."""
+
+    def update(self, update: StatusUpdate) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    """Discards progress."""
+
+    def update(self, update: StatusUpdate) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Vertex:
+    index: int
+    name: str
+    cached: bool = False
+    started: datetime.datetime | None = None
+    completed: datetime.datetime | None = None
+    error: str = ""
+    announced: bool = False
+    finished: bool = False
+    partial_line: dict[int, bool] = field(default_factory=dict)
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.2f}{unit}" if unit != "B" else f"{n}B"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+class PlainProgress:
+    """Prints progress like ``buildctl --progress=plain``.
+
+    Vertices are numbered in the order they first appear; with several requests
+    sharing one printer, each line of a request's vertices is prefixed with its label.
+    """
+
+    def __init__(self, out: TextIO | None = None, *, show_internal: bool = True) -> None:
+        self._out = out if out is not None else sys.stderr
+        self._vertices: dict[tuple[str, str], _Vertex] = {}
+        self._next = 0
+        self._show_internal = show_internal
+        self.errors: list[str] = []
+
+    def _vertex(self, request: str, digest: str, name: str) -> _Vertex:
+        key = (request, digest)
+        v = self._vertices.get(key)
+        if v is None:
+            self._next += 1
+            v = self._vertices[key] = _Vertex(index=self._next, name=name)
+        elif name:
+            v.name = name
+        return v
+
+    def _write(self, request: str, v: _Vertex, text: str) -> None:
+        prefix = f"[{request}] " if request else ""
+        self._out.write(f"{prefix}#{v.index} {text}\n")
+
+    def update(self, update: StatusUpdate) -> None:
+        req = update.request
+        for vu in update.vertices:
+            v = self._vertex(req, vu.digest, vu.name)
+            v.cached, v.error = vu.cached, vu.error
+            v.started = vu.started or v.started
+            v.completed = vu.completed
+            if not self._visible(v):
+                continue
+            if not v.announced and (v.started or v.cached or v.completed):
+                v.announced = True
+                self._write(req, v, v.name)
+            if v.completed and not v.finished:
+                v.finished = True
+                self._finish(req, v)
+            elif not v.completed:
+                v.finished = False
+        for row in update.statuses:
+            v = self._vertex(req, row.vertex, "")
+            if not self._visible(v):
+                continue
+            text = row.id
+            if row.total:
+                text += f" {_human_bytes(row.current)} / {_human_bytes(row.total)}"
+            elif row.current:
+                text += f" {_human_bytes(row.current)}"
+            if row.completed:
+                if row.started:
+                    text += f" {(row.completed - row.started).total_seconds():.1f}s"
+                text += " done"
+                self._write(req, v, text)
+        for chunk in update.logs:
+            v = self._vertex(req, chunk.vertex, "")
+            self._write_log(req, v, chunk)
+        for w in update.warnings:
+            v = self._vertex(req, w.vertex, "")
+            self._write(req, v, f"WARN: {w.short}")
+        self._out.flush()
+
+    def _visible(self, v: _Vertex) -> bool:
+        return self._show_internal or not v.name.startswith("[internal]")
+
+    def _write_log(self, request: str, v: _Vertex, chunk: LogChunk) -> None:
+        text = chunk.data.decode(errors="replace")
+        lines = text.split("\n")
+        prefix = f"[{request}] " if request else ""
+        for i, line in enumerate(lines):
+            last = i == len(lines) - 1
+            if last and line == "":
+                v.partial_line[chunk.stream] = False
+                break
+            continuing = i == 0 and v.partial_line.get(chunk.stream, False)
+            head = "" if continuing else f"{prefix}#{v.index} "
+            self._out.write(head + line + ("" if last else "\n"))
+            if last:
+                v.partial_line[chunk.stream] = True
+
+    def _finish(self, request: str, v: _Vertex) -> None:
+        if any(v.partial_line.values()):
+            self._out.write("\n")
+            v.partial_line.clear()
+        if v.error:
+            if v.error.endswith("context canceled"):
+                self._write(request, v, "CANCELED")
+            else:
+                self.errors.append(v.error)
+                self._write(request, v, f"ERROR: {v.error}")
+        elif v.cached:
+            self._write(request, v, "CACHED")
+        else:
+            took = ""
+            if v.started and v.completed:
+                took = f" {(v.completed - v.started).total_seconds():.1f}s"
+            self._write(request, v, f"DONE{took}")
+
+    def close(self) -> None:
+        self._out.flush()
+
+
+class RecordingProgress:
+    """Keeps every update; handy in tests and for post-mortem printing."""
+
+    def __init__(self) -> None:
+        self.updates: list[StatusUpdate] = []
+
+    def update(self, update: StatusUpdate) -> None:
+        self.updates.append(update)
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def vertices(self) -> dict[str, VertexUpdate]:
+        """The latest state of every vertex seen, by digest."""
+        merged: dict[str, VertexUpdate] = {}
+        for u in self.updates:
+            for v in u.vertices:
+                merged[v.digest] = v
+        return merged
+
+    def logs(self, vertex: str | None = None) -> bytes:
+        return b"".join(c.data for u in self.updates for c in u.logs if vertex in (None, c.vertex))
+
+
+def fan_out(sinks: Sequence[ProgressSink]) -> ProgressSink:
+    """One sink feeding several (e.g. a printer and a recorder)."""
+
+    class _FanOut:
+        def update(self, update: StatusUpdate) -> None:
+            for s in sinks:
+                s.update(update)
+
+        def close(self) -> None:
+            for s in sinks:
+                s.close()
+
+    return _FanOut()

@@ -1,0 +1,158 @@
+"""One build request, end to end: session, Solve, Status, exporters.
+
+This is the single-request path (``client.solve``): it opens a session of its own
+with exactly the local directories and export targets the request needs, runs
+``Control.Solve`` and ``Control.Status`` side by side, and closes everything in
+order, also when the build fails or the caller is cancelled (cancelling the Solve
+call cancels the build in the daemon).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import anyio
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from . import llb
+from ._errors_grpc import translate_grpc_error
+from ._fsutil.receive import FileSendProvider
+from ._fsutil.send import FileSyncProvider
+from ._pb.moby.buildkit import v1 as control
+from ._session import open_session
+from .client import Client, new_id
+from .errors import BuildKitError, ConnectionLostError, LocalDirError, SolveError
+from .exporters import Export
+from .progress import NullProgress, ProgressSink, StatusUpdate
+
+# How long the Status stream may keep going after Solve returned before we stop
+# listening: the daemon normally ends it at once (Go's client waits 5 s too).
+STATUS_DRAIN_TIMEOUT = 5.0
+# Output kept per vertex so a failure can show the end of the failing step's log.
+LOG_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SolveResult:
+    """What a finished build reports: its id and the merged exporter responses."""
+
+    ref: str
+    exporter_response: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class _FailureContext:
+    """Remembers vertex names and log tails to explain a failure in the exception."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.logs: dict[str, collections.deque[bytes]] = {}
+        self._sizes: dict[str, int] = {}
+
+    def observe(self, update: StatusUpdate) -> None:
+        for v in update.vertices:
+            self.names[v.digest] = v.name
+            if v.error:
+                self.errors[v.digest] = v.error
+        for chunk in update.logs:
+            tail = self.logs.setdefault(chunk.vertex, collections.deque())
+            tail.append(chunk.data)
+            self._sizes[chunk.vertex] = self._sizes.get(chunk.vertex, 0) + len(chunk.data)
+            while self._sizes[chunk.vertex] > LOG_TAIL_BYTES and len(tail) > 1:
+                self._sizes[chunk.vertex] -= len(tail.popleft())
+
+    def enrich(self, err: BuildKitError) -> BuildKitError:
+        if not isinstance(err, SolveError):
+            return err
+        vertex = err.vertex or next(iter(self.errors), None)
+        if vertex is None:
+            return err
+        logs = b"".join(self.logs.get(vertex, ())).decode(errors="replace")[-LOG_TAIL_BYTES:]
+        enriched = SolveError(
+            err.message,
+            vertex=vertex,
+            vertex_name=self.names.get(vertex),
+            exit_code=err.exit_code,
+            logs=logs.rstrip("\n"),
+        )
+        enriched.__cause__ = err.__cause__
+        return enriched
+
+
+def _exporter_pb(export: Export) -> control.Exporter:
+    return control.Exporter(type=export.type, attrs=dict(export.attrs))
+
+
+async def solve(
+    client: Client,
+    target: llb.State | llb.Definition,
+    *,
+    exports: Sequence[Export] = (),
+    progress: ProgressSink | None = None,
+    label: str = "",
+) -> SolveResult:
+    """Build ``target`` on the daemon and run ``exports``; return the exporter response.
+
+    Raises :class:`~llblib_async.errors.SolveError` when the build fails (with the
+    failing step's name and log tail), :class:`~llblib_async.errors.ConnectionLostError`
+    when the daemon goes away mid-build.
+    """
+    definition = target if isinstance(target, llb.Definition) else llb.marshal(target)
+    for name, path in definition.locals.items():
+        if not path.is_dir():
+            reason = "does not exist" if not path.exists() else "is not a directory"
+            raise LocalDirError(name, str(path), reason)
+    sink = progress if progress is not None else NullProgress()
+    failure = _FailureContext()
+    ref = new_id()
+    session_id = new_id()
+    attachables = [
+        FileSyncProvider(definition.locals),
+        FileSendProvider({i: e.dest for i, e in enumerate(exports)}),
+    ]
+    exporters = [_exporter_pb(e) for e in exports]
+    request = control.SolveRequest(
+        ref=ref,
+        definition=definition.to_pb(),
+        session=session_id,
+        exporters=exporters,
+    )
+    if exporters and client.is_moby:
+        # Daemons embedding BuildKit < v0.13 (Docker 20.10) read only the deprecated
+        # single-exporter fields; newer ones ignore these when Exporters is set.
+        request.exporter_deprecated = exporters[0].type
+        request.exporter_attrs_deprecated = dict(exporters[0].attrs)
+
+    async def follow_status() -> None:
+        try:
+            async for msg in client.control.status(control.StatusRequest(ref=ref)):
+                update = StatusUpdate.from_pb(msg, request=label)
+                failure.observe(update)
+                sink.update(update)
+        except (GRPCError, StreamTerminatedError, ConnectionError):
+            # Progress is best effort: the Solve call reports the real outcome.
+            pass
+
+    response: control.SolveResponse | None = None
+    failed: BuildKitError | None = None
+    async with open_session(client.connection.channel, session_id=session_id, attachables=attachables):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_status)
+            try:
+                response = await client.control.solve(request)
+            except GRPCError as err:
+                failed = translate_grpc_error(err, method="Solve", address=client.address)
+                failed.__cause__ = err
+            except (StreamTerminatedError, ConnectionError) as err:
+                failed = ConnectionLostError(client.address, str(err) or type(err).__name__)
+                failed.__cause__ = err
+                tg.cancel_scope.cancel()
+            # Let the Status stream deliver the last logs (it normally ends by itself).
+            tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
+    if failed is not None:
+        raise failure.enrich(failed)
+    assert response is not None
+    return SolveResult(ref=ref, exporter_response=MappingProxyType(dict(response.exporter_response)))
