@@ -79,7 +79,7 @@ async def test_silent_tcp_listener_times_out_promptly() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        address = "tcp://127.0.0.1:%d" % listener.getsockname()[1]
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(llblib_async.DaemonUnreachableError) as info:
             async with llblib_async.connect(address, timeout=2):

@@ -16,7 +16,7 @@ def at(seconds: float) -> datetime.datetime:
 
 
 def batch(**kw: object) -> StatusUpdate:
-    return StatusUpdate.from_pb(control.StatusResponse(**kw))  # type: ignore[arg-type]
+    return StatusUpdate.from_pb(control.StatusResponse(**kw))
 
 
 def test_vertex_lifecycle_prints_name_logs_and_done() -> None:
@@ -25,7 +25,11 @@ def test_vertex_lifecycle_prints_name_logs_and_done() -> None:
     p.update(batch(vertexes=[control.Vertex(digest="sha256:a", name="copy /src", started=at(0))]))
     p.update(batch(logs=[control.VertexLog(vertex="sha256:a", stream=1, msg=b"line one\nline ")]))
     p.update(batch(logs=[control.VertexLog(vertex="sha256:a", stream=1, msg=b"two\n")]))
-    p.update(batch(vertexes=[control.Vertex(digest="sha256:a", name="copy /src", started=at(0), completed=at(1.25))]))
+    p.update(
+        batch(
+            vertexes=[control.Vertex(digest="sha256:a", name="copy /src", started=at(0), completed=at(1.25))]
+        )
+    )
     assert out.getvalue() == "#1 copy /src\n#1 line one\n#1 line two\n#1 DONE 1.2s\n"
 
 
@@ -38,7 +42,11 @@ def test_cached_error_and_canceled_vertices() -> None:
                 control.Vertex(digest="sha256:c", name="cached", cached=True, started=at(0), completed=at(0)),
                 control.Vertex(digest="sha256:e", name="fails", started=at(0), completed=at(2), error="boom"),
                 control.Vertex(
-                    digest="sha256:x", name="stopped", started=at(0), completed=at(1), error="context canceled"
+                    digest="sha256:x",
+                    name="stopped",
+                    started=at(0),
+                    completed=at(1),
+                    error="context canceled",
                 ),
             ]
         )
@@ -59,7 +67,12 @@ def test_status_rows_and_request_labels() -> None:
     p = PlainProgress(out)
     v = control.Vertex(digest="sha256:l", name="[internal] load local ctx", started=at(0))
     row = control.VertexStatus(
-        id="transferring ctx:", vertex="sha256:l", current=2_500_000, total=0, started=at(0), completed=at(0.5)
+        id="transferring ctx:",
+        vertex="sha256:l",
+        current=2_500_000,
+        total=0,
+        started=at(0),
+        completed=at(0.5),
     )
     p.update(StatusUpdate.from_pb(control.StatusResponse(vertexes=[v], statuses=[row]), request="app"))
     assert out.getvalue().splitlines() == [

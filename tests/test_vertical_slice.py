@@ -74,7 +74,9 @@ async def test_scratch_fileop_and_local_tree_export_byte_for_byte(
     out = tmp_path / "out"
     recorder = llblib_async.RecordingProgress()
     async with llblib_async.connect(buildkitd.address) as client:
-        result = await client.solve(slice_state(ctx), exports=[llblib_async.LocalExport(out)], progress=recorder)
+        result = await client.solve(
+            slice_state(ctx), exports=[llblib_async.LocalExport(out)], progress=recorder
+        )
     assert result.ref
     exported = snapshot(out)
     assert exported.pop("etc") == ("dir", 0o755, b"")
@@ -100,11 +102,14 @@ async def test_tar_export_carries_the_same_tree(buildkitd: BuildkitDaemon, tmp_p
         for rel, (data, mode) in files.items():
             m = members[f"ctx/{rel}"]
             if data is None:
-                assert m.issym() and m.linkname == "hello.txt"
+                assert m.issym()
+                assert m.linkname == "hello.txt"
                 continue
-            assert m.isfile() and stat.S_IMODE(m.mode) == mode
+            assert m.isfile()
+            assert stat.S_IMODE(m.mode) == mode
             extracted = tar.extractfile(m)
-            assert extracted is not None and extracted.read() == data
+            assert extracted is not None
+            assert extracted.read() == data
         assert members["etc/motd"].mode & 0o777 == 0o600
 
 
@@ -119,11 +124,13 @@ async def test_plain_progress_prints_every_vertex_done(buildkitd: BuildkitDaemon
     text = buf.getvalue()
     assert "#1 " in text
     assert "[internal] load local" in text or "local://" in text
-    assert " DONE " in text or text.rstrip().endswith("DONE") or "DONE" in text
+    assert "DONE" in text
     assert "ERROR" not in text
 
 
-async def test_failed_copy_raises_solve_error_naming_the_path(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_failed_copy_raises_solve_error_naming_the_path(
+    buildkitd: BuildkitDaemon, tmp_path: Path
+) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     state = llb.scratch().copy(llb.local(ctx), "/does-not-exist", "/x")
@@ -131,10 +138,13 @@ async def test_failed_copy_raises_solve_error_naming_the_path(buildkitd: Buildki
         with pytest.raises(llblib_async.SolveError) as info:
             await client.solve(state)
     assert "does-not-exist" in str(info.value)
-    assert info.value.vertex is not None and info.value.vertex.startswith("sha256:")
+    assert info.value.vertex is not None
+    assert info.value.vertex.startswith("sha256:")
 
 
-async def test_missing_local_dir_fails_before_anything_is_sent(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_missing_local_dir_fails_before_anything_is_sent(
+    buildkitd: BuildkitDaemon, tmp_path: Path
+) -> None:
     missing = tmp_path / "nope"
     async with llblib_async.connect(buildkitd.address) as client:
         with pytest.raises(llblib_async.LocalDirError) as info:
@@ -142,12 +152,12 @@ async def test_missing_local_dir_fails_before_anything_is_sent(buildkitd: Buildk
     assert str(missing) in str(info.value)
 
 
-async def test_daemon_killed_mid_build_fails_promptly(fresh_buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_daemon_killed_mid_build_fails_promptly(
+    fresh_buildkitd: BuildkitDaemon, tmp_path: Path
+) -> None:
     ctx = tmp_path / "big"
     ctx.mkdir()
-    with open(ctx / "big.bin", "wb") as f:
-        for _ in range(256):
-            f.write(os.urandom(1024 * 1024))
+    (ctx / "big.bin").write_bytes(os.urandom(256 * 1024 * 1024))
     transfer_started = asyncio.Event()
 
     class KillOnTransfer:

@@ -49,6 +49,7 @@ __all__ = [
     "PrerequisiteError",
     "ProgressSink",
     "RecordingProgress",
+    "SolveError",
     "SolveResult",
     "StatusUpdate",
     "TLSConfig",

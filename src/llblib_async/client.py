@@ -12,12 +12,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from ._errors_grpc import translate_grpc_error
+from ._errors_grpc import translating_errors
 from ._pb.moby.buildkit import v1 as control
 from ._transport import Connection, TLSConfig, open_connection
-from .errors import BuildKitError, ConnectionLostError
+from .errors import DaemonError
 from .types import BuildkitInfo, UsageRecord, Worker
 
 if TYPE_CHECKING:
@@ -70,14 +69,8 @@ class Client:
 
     async def call(self, method: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one RPC, turning gRPC and connection failures into llblib-async errors."""
-        try:
+        with translating_errors(method, self.address):
             return await fn()
-        except GRPCError as err:
-            raise translate_grpc_error(err, method=method, address=self.address) from err
-        except (StreamTerminatedError, ConnectionError, OSError) as err:
-            if isinstance(err, BuildKitError):
-                raise
-            raise ConnectionLostError(self.address, str(err) or type(err).__name__) from err
 
     async def info(self) -> BuildkitInfo:
         """The daemon's BuildKit version.
@@ -86,19 +79,18 @@ class Client:
         empty version and ``package="moby"``.
         """
         try:
-            resp = await self._control.info(control.InfoRequest())
-        except GRPCError as err:
-            if err.status is Status.UNIMPLEMENTED and self.is_moby:
+            resp = await self.call("Info", lambda: self._control.info(control.InfoRequest()))
+        except DaemonError as err:
+            if err.status == Status.UNIMPLEMENTED.name and self.is_moby:
                 return BuildkitInfo(version="", package="moby")
-            raise translate_grpc_error(err, method="Info", address=self.address) from err
-        except (StreamTerminatedError, ConnectionError) as err:
-            raise ConnectionLostError(self.address, str(err) or type(err).__name__) from err
+            raise
         return BuildkitInfo._from_pb(resp.buildkit_version)
 
     async def list_workers(self, *filters: str) -> list[Worker]:
         """The daemon's workers, optionally filtered (containerd filter syntax)."""
         resp = await self.call(
-            "ListWorkers", lambda: self._control.list_workers(control.ListWorkersRequest(filter=list(filters)))
+            "ListWorkers",
+            lambda: self._control.list_workers(control.ListWorkersRequest(filter=list(filters))),
         )
         return [Worker._from_pb(w) for w in resp.record]
 
@@ -141,7 +133,10 @@ class Client:
         progress: ProgressSink | None = None,
         label: str = "",
     ) -> SolveResult:
-        """Build ``target`` in a session of its own and run ``exports`` (see :func:`llblib_async.solve.solve`)."""
+        """Build ``target`` in a session of its own and run ``exports``.
+
+        See :func:`llblib_async.solve.solve`.
+        """
         from .solve import solve
 
         return await solve(self, target, exports=exports, progress=progress, label=label)

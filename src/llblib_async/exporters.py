@@ -12,6 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
 
+from ._fsutil.receive import DirectoryTarget, FileTarget, Target
+
 
 @dataclass(frozen=True, slots=True)
 class _ClientExport:
@@ -26,6 +28,10 @@ class _ClientExport:
         object.__setattr__(self, "dest", Path(self.dest))
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
 
+    def session_target(self) -> Target:
+        """How the session's FileSend receiver stores this exporter's output."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, slots=True)
 class LocalExport(_ClientExport):
@@ -33,12 +39,18 @@ class LocalExport(_ClientExport):
 
     type: ClassVar[str] = "local"
 
+    def session_target(self) -> Target:
+        return DirectoryTarget(self.dest)
+
 
 @dataclass(frozen=True, slots=True)
 class TarExport(_ClientExport):
     """Write the result's filesystem as a tar archive to the file ``dest``."""
 
     type: ClassVar[str] = "tar"
+
+    def session_target(self) -> Target:
+        return FileTarget(self.dest)
 
 
 Export = LocalExport | TarExport

@@ -15,16 +15,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import anyio
-from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from . import llb
-from ._errors_grpc import translate_grpc_error
+from ._errors_grpc import TRANSLATED_ERRORS, translating_errors
 from ._fsutil.receive import FileSendProvider
 from ._fsutil.send import FileSyncProvider
 from ._pb.moby.buildkit import v1 as control
-from ._session import open_session
+from ._session import Attachable, open_session
 from .client import Client, new_id
-from .errors import BuildKitError, ConnectionLostError, LocalDirError, SolveError
+from .errors import BuildKitError, LocalDirError, SolveError
 from .exporters import Export
 from .progress import NullProgress, ProgressSink, StatusUpdate
 
@@ -109,9 +108,9 @@ async def solve(
     failure = _FailureContext()
     ref = new_id()
     session_id = new_id()
-    attachables = [
+    attachables: list[Attachable] = [
         FileSyncProvider(definition.locals),
-        FileSendProvider({i: e.dest for i, e in enumerate(exports)}),
+        FileSendProvider({i: e.session_target() for i, e in enumerate(exports)}),
     ]
     exporters = [_exporter_pb(e) for e in exports]
     request = control.SolveRequest(
@@ -132,26 +131,24 @@ async def solve(
                 update = StatusUpdate.from_pb(msg, request=label)
                 failure.observe(update)
                 sink.update(update)
-        except (GRPCError, StreamTerminatedError, ConnectionError):
+        except TRANSLATED_ERRORS:
             # Progress is best effort: the Solve call reports the real outcome.
             pass
 
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
-    async with open_session(client.connection.channel, session_id=session_id, attachables=attachables):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(follow_status)
-            try:
+    session = open_session(
+        client.connection.channel, session_id=session_id, attachables=attachables, address=client.address
+    )
+    async with session, anyio.create_task_group() as tg:
+        tg.start_soon(follow_status)
+        try:
+            with translating_errors("Solve", client.address):
                 response = await client.control.solve(request)
-            except GRPCError as err:
-                failed = translate_grpc_error(err, method="Solve", address=client.address)
-                failed.__cause__ = err
-            except (StreamTerminatedError, ConnectionError) as err:
-                failed = ConnectionLostError(client.address, str(err) or type(err).__name__)
-                failed.__cause__ = err
-                tg.cancel_scope.cancel()
-            # Let the Status stream deliver the last logs (it normally ends by itself).
-            tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
+        except BuildKitError as err:
+            failed = err
+        # Let the Status stream deliver the last logs (it normally ends by itself).
+        tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
     if failed is not None:
         raise failure.enrich(failed)
     assert response is not None

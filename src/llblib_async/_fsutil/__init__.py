@@ -1,0 +1,13 @@
+"""fsutil's file-transfer protocol ("diffcopy") in Python.
+
+BuildKit moves directories between client and daemon with the packet protocol of
+``github.com/tonistiigi/fsutil`` (STAT / REQ / DATA / FIN / ERR packets, see
+``send.go`` and ``receive.go`` upstream). This package holds:
+
+* :mod:`.gomode` -- Go ``os.FileMode`` bits <-> POSIX ``st_mode``;
+* :mod:`.patterns` -- a port of ``github.com/moby/patternmatcher`` (dockerignore syntax);
+* :mod:`.walk` -- a synchronous walker producing fsutil ``Stat`` entries in Go's order,
+  with fsutil's include/exclude/followpaths filtering;
+* :mod:`.send` -- the FileSync sender attachable (local directories -> daemon);
+* :mod:`.receive` -- the FileSend receiver attachable (exporter output -> client).
+"""

@@ -1,0 +1,538 @@
+"""FileSend receiver: exporter output -> client (``/moby.filesync.v1.FileSend/DiffCopy``).
+
+The daemon opens one call per exporter that writes to the client; metadata
+``buildkit-attachable-exporter-id`` is the exporter's index in
+``SolveRequest.exporters``. What flows depends on the exporter (spec §3.2):
+
+* ``local`` -> :class:`DirectoryTarget`: fsutil packets with the roles of
+  :mod:`.send` reversed (daemon = sender). We create directories, symlinks,
+  hardlinks and special files as the STATs arrive, REQ every regular file, write its
+  DATA, then apply modes (setuid/setgid/sticky included) and mtimes, and send FIN
+  once the walk is over and every file is complete. Go: ``fsutil/receive.go`` with
+  ``ReceiveRoot(Merge: true)``.
+* ``tar``/``oci``/``docker`` -> :class:`FileTarget` or :class:`StreamTarget`: raw
+  ``BytesMessage`` chunks of the archive until the daemon half-closes; we return only
+  once the data is flushed (the daemon waits for that before reporting success).
+
+So the handler is registered with :class:`~llblib_async._session.RawMessage` and
+decodes per target. Every path is validated (clean, relative, in walk order, parents
+sent before children -- Go's ``Validator``) and all writes happen beneath the
+destination without following symlinks (:mod:`.beneath`), so a hostile or buggy
+stream can't write outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat as _stat
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from .._pb.fsutil.types import Stat
+from .._pb.moby.filesync.v1 import BytesMessage
+from .._session import RawMessage
+from . import gomode, wire
+from .beneath import Beneath
+from .patterns import clean, go_base, go_dir
+
+__all__ = [
+    "DIFFCOPY_METHOD",
+    "ByteSink",
+    "DirectoryTarget",
+    "FileSendProvider",
+    "FileTarget",
+    "OrderValidator",
+    "ReceiveStats",
+    "StreamTarget",
+    "Target",
+    "receive_tree",
+    "validate_path",
+]
+
+DIFFCOPY_METHOD = "/moby.filesync.v1.FileSend/DiffCopy"
+_KEY_EXPORTER_ID = "buildkit-attachable-exporter-id"
+_KEY_EXPORTER_MD_PREFIX = "exporter-md-"
+
+#: Buffered DATA per file before a write (in a worker thread).
+WRITE_BLOCK = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class ByteSink(Protocol):
+    """Where a tarball goes: ``anyio.abc.ByteSendStream``-compatible.
+
+    ``aclose`` must return only once the data is flushed.
+    """
+
+    async def send(self, item: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryTarget:
+    """Receive a ``local`` exporter's tree into ``path`` (created if missing; merged)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+@dataclass(frozen=True, slots=True)
+class FileTarget:
+    """Write a ``tar``/``oci``/``docker`` exporter's archive to ``path`` (replaced).
+
+    ``fsync`` makes the handler wait until the data is on disk, not just written.
+    """
+
+    path: Path
+    fsync: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTarget:
+    """Stream an archive into a sink returned by ``open(exporter_metadata)``.
+
+    ``open`` gets the ``exporter-md-*`` metadata (e.g. ``containerimage.digest``);
+    returning ``None`` tells the daemon the target already exists (it skips it).
+    """
+
+    open: Callable[[Mapping[str, str]], Awaitable[ByteSink | None]]
+
+
+Target = DirectoryTarget | FileTarget | StreamTarget
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _compare_path(p1: str, p2: str) -> int:
+    """fsutil's ``ComparePath``: byte order with ``/`` sorting before everything."""
+    b1, b2 = os.fsencode(p1), os.fsencode(p2)
+    for c1, c2 in zip(b1, b2, strict=False):
+        if c1 == c2:
+            continue
+        if (c2 != 0x2F and c1 < c2) or c1 == 0x2F:
+            return -1
+        return 1
+    return len(b1) - len(b2)
+
+
+def validate_path(p: str) -> None:
+    """Reject paths that aren't clean and relative or that climb out (``ValueError``)."""
+    if p in ("", "."):
+        raise ValueError(f"invalid path {p!r}")
+    if "\x00" in p:
+        raise ValueError(f"invalid path {p!r}: NUL byte")
+    if p != clean(p):
+        raise ValueError(f"unclean path {p!r}")
+    if p.startswith("/"):
+        raise ValueError(f"absolute path {p!r}")
+    d = go_dir(p)
+    if p == ".." or d == ".." or p.startswith("../"):
+        raise ValueError(f"path escapes the destination: {p!r}")
+
+
+class OrderValidator:
+    """fsutil's ``Validator``: entries in walk order, each parent sent as a directory first."""
+
+    def __init__(self) -> None:
+        self._parents: list[list[str]] = [["", ""]]  # [dir, last base seen in it]
+
+    def check(self, p: str, is_dir: bool) -> None:
+        validate_path(p)
+        d = go_dir(p)
+        base = go_base(p)
+        if d == ".":
+            d = ""
+        # Innermost remembered directory that sorts before or at d (Go: sort.Search).
+        i = len(self._parents) - 1
+        while i > 0 and _compare_path(self._parents[i][0], d) > 0:
+            i -= 1
+        del self._parents[i + 1 :]
+        last = self._parents[i]
+        if d != self._parents[-1][0] or os.fsencode(last[1]) >= os.fsencode(base):
+            prev = f"{last[0]}/{last[1]}" if last[0] else last[1]
+            raise ValueError(f"changes out of order: {p!r} {prev!r}")
+        last[1] = base
+        if is_dir:
+            self._parents.append([p, ""])
+
+
+# --------------------------------------------------------------------------- directory receiver
+
+
+@dataclass(slots=True)
+class ReceiveStats:
+    """Progress of one directory transfer; ``complete`` once everything is on disk.
+
+    (The daemon's Solve may return before our handler saw its final FIN: the tree is
+    complete when *we* send FIN, which is what ``complete`` records.)
+    """
+
+    entries: int = 0
+    files: int = 0
+    bytes_received: int = 0
+    complete: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    path: str
+    stat: Stat
+    fd: int = -1
+    buffered: list[bytes] = field(default_factory=list)
+    buffered_size: int = 0
+
+
+class _DiskWriter:
+    """The filesystem side of the receiver; every method runs in a worker thread."""
+
+    def __init__(self, dest: Path) -> None:
+        self.root = Beneath(dest, create=True)
+        self.dirs: list[tuple[str, Stat]] = []
+
+    def close(self) -> None:
+        self.root.close()
+
+    def _remove_existing(self, rel: str, keep_dir: bool) -> bool:
+        """Remove whatever is at ``rel``; returns True if a directory was kept."""
+        pfd, base = self.root.parent(rel)
+        try:
+            st = os.lstat(base, dir_fd=pfd)
+        except FileNotFoundError:
+            return False
+        if _stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            self.root.forget_dirs()
+            pfd, base = self.root.parent(rel)
+            shutil.rmtree(base, dir_fd=pfd)
+        else:
+            os.unlink(base, dir_fd=pfd)
+        return False
+
+    def _xattrs(self, rel: str, stat: Stat) -> None:
+        for key, value in stat.xattrs.items():
+            # Best effort like Go (user.* may be unsupported, security.* privileged).
+            with contextlib.suppress(OSError):
+                os.setxattr(self.root.proc_path(rel), key, value, follow_symlinks=False)
+
+    def entry(self, stat: Stat) -> bool:
+        """Create one entry; returns True if it is a regular file whose data we need."""
+        rel, mode = stat.path, stat.mode
+        if gomode.is_dir(mode):
+            if not self._remove_existing(rel, keep_dir=True):
+                pfd, base = self.root.parent(rel)
+                # Owner-writable until the end, so entries can be created inside even
+                # for read-only modes; the final mode is applied in finish().
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            self._xattrs(rel, stat)
+            self.dirs.append((rel, stat))
+            return False
+        self._remove_existing(rel, keep_dir=False)
+        pfd, base = self.root.parent(rel)
+        if gomode.is_symlink(mode):
+            os.symlink(stat.linkname, base, dir_fd=pfd)
+            self._xattrs(rel, stat)
+            os.utime(base, ns=(stat.mod_time, stat.mod_time), dir_fd=pfd, follow_symlinks=False)
+            return False
+        if stat.linkname and gomode.is_regular(mode):
+            # A hardlink to an earlier path of this transfer (checked by the caller).
+            src_fd, src_base = self.root.parent(stat.linkname)
+            os.link(src_base, base, src_dir_fd=src_fd, dst_dir_fd=pfd, follow_symlinks=False)
+            return False
+        if mode & (gomode.MODE_DEVICE | gomode.MODE_NAMED_PIPE):
+            dev = os.makedev(stat.devmajor, stat.devminor) if mode & gomode.MODE_DEVICE else 0
+            os.mknod(base, gomode.file_type(mode) | 0o600, dev, dir_fd=pfd)
+            self._finish_entry(rel, stat)
+            return False
+        if not gomode.is_regular(mode):
+            raise ValueError(f"unsupported file type for {rel!r}: mode {mode:#o}")
+        fd = os.open(
+            base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd
+        )
+        os.close(fd)
+        return True
+
+    def _finish_entry(self, rel: str, stat: Stat) -> None:
+        """Mode and mtime of a device or FIFO we just created (mknod applies the umask)."""
+        pfd, base = self.root.parent(rel)
+        self._xattrs(rel, stat)
+        # Linux has no lchmod; the node was created by us an instant ago, and opening a
+        # device to fchmod it could have side effects.
+        os.chmod(base, gomode.chmod_bits(stat.mode), dir_fd=pfd)
+        os.utime(base, ns=(stat.mod_time, stat.mod_time), dir_fd=pfd, follow_symlinks=False)
+
+    def write(self, pending: _Pending, close: bool) -> None:
+        if pending.fd < 0:
+            pending.fd = self.root.open(pending.path, os.O_WRONLY)
+        data = b"".join(pending.buffered)
+        pending.buffered.clear()
+        pending.buffered_size = 0
+        view = memoryview(data)
+        while view:
+            n = os.write(pending.fd, view)
+            view = view[n:]
+        if close:
+            fd, pending.fd = pending.fd, -1
+            try:
+                self._xattrs(pending.path, pending.stat)
+                # chmod after the data: writing clears setuid/setgid for non-root.
+                os.fchmod(fd, gomode.chmod_bits(pending.stat.mode))
+                os.utime(fd, ns=(pending.stat.mod_time, pending.stat.mod_time))
+            finally:
+                os.close(fd)
+
+    def abort(self, pending: _Pending) -> None:
+        if pending.fd >= 0:
+            os.close(pending.fd)
+            pending.fd = -1
+
+    def finish(self) -> None:
+        """Final directory modes and mtimes (after everything inside was written)."""
+        # Reverse walk order: children before their parent, so a parent's final
+        # (maybe read-only) mode and its mtime are set after everything inside.
+        for rel, stat in reversed(self.dirs):
+            pfd, base = self.root.parent(rel)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                os.fchmod(fd, gomode.chmod_bits(stat.mode))
+                os.utime(fd, ns=(stat.mod_time, stat.mod_time))
+            finally:
+                os.close(fd)
+
+
+async def receive_tree(
+    conn: wire.PacketConn, dest: str | os.PathLike[str], stats: ReceiveStats | None = None
+) -> ReceiveStats:
+    """Run the receiver side of a diffcopy into ``dest`` (merging into what is there).
+
+    Raises :class:`~.wire.TransferError` after sending an ERR packet to the peer
+    (unless the peer reported the error itself).
+    """
+    if stats is None:
+        stats = ReceiveStats()
+    try:
+        disk = await anyio.to_thread.run_sync(_DiskWriter, Path(dest))
+    except OSError as e:
+        err = wire.TransferError(f"cannot create {dest}: {e.strerror}")
+        with contextlib.suppress(Exception):
+            await conn.send(wire.encode_err(err.message))
+        raise err from e
+    order = OrderValidator()
+    seen_files: set[str] = set()
+    pending: dict[int, _Pending] = {}
+    index = 0
+    walk_done = False
+    fin_sent = False
+
+    async def run_disk(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except (OSError, ValueError) as e:
+            raise wire.TransferError(f"cannot write {dest}: {e}") from e
+
+    try:
+        while True:
+            if walk_done and not pending and not fin_sent:
+                await run_disk(disk.finish)
+                stats.complete = True
+                await conn.send(wire.FIN)
+                fin_sent = True
+            data = await conn.recv()
+            if data is None:
+                raise wire.TransferError("sender ended the stream before FIN", send_err=False)
+            p = wire.decode(data)
+            if p.type == wire.PT.PACKET_STAT:
+                if walk_done:
+                    raise wire.TransferError("STAT after the end of the walk", Status.INVALID_ARGUMENT)
+                if p.stat is None:
+                    walk_done = True
+                    continue
+                st = p.stat
+                is_dir = gomode.is_dir(st.mode)
+                try:
+                    order.check(st.path, is_dir)
+                    if not is_dir and not gomode.is_symlink(st.mode):
+                        if st.linkname:
+                            validate_path(st.linkname)
+                            if st.linkname not in seen_files:
+                                raise ValueError(f"invalid link {st.path} to unknown path: {st.linkname!r}")
+                        else:
+                            seen_files.add(st.path)
+                except ValueError as e:
+                    raise wire.TransferError(str(e), Status.INVALID_ARGUMENT) from e
+                needs_data = await run_disk(disk.entry, st)
+                if needs_data:
+                    pending[index] = _Pending(st.path, st)
+                    await conn.send(wire.encode_req(index))
+                index += 1
+                stats.entries += 1
+            elif p.type == wire.PT.PACKET_DATA:
+                pf = pending.get(p.id)
+                if pf is None:
+                    raise wire.TransferError(f"invalid file request {p.id}", Status.INVALID_ARGUMENT)
+                if p.data:
+                    pf.buffered.append(p.data)
+                    pf.buffered_size += len(p.data)
+                    stats.bytes_received += len(p.data)
+                    if pf.buffered_size >= WRITE_BLOCK:
+                        await run_disk(disk.write, pf, False)
+                else:
+                    del pending[p.id]
+                    await run_disk(disk.write, pf, True)
+                    stats.files += 1
+            elif p.type == wire.PT.PACKET_FIN:
+                if not fin_sent:
+                    raise wire.TransferError("sender sent FIN before the transfer was complete")
+                return stats
+            elif p.type == wire.PT.PACKET_ERR:
+                msg = p.data.decode("utf-8", "replace")
+                raise wire.TransferError(f"error from sender: {msg}", send_err=False)
+            # REQ makes no sense towards a receiver; Go ignores it too.
+    except wire.TransferError as e:
+        if e.send_err:
+            with contextlib.suppress(Exception):  # the stream may be gone; the error matters
+                await conn.send(wire.encode_err(e.message))
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            for pf in pending.values():
+                await anyio.to_thread.run_sync(disk.abort, pf)
+            await anyio.to_thread.run_sync(disk.close)
+
+
+# --------------------------------------------------------------------------- file receiver
+
+
+class _FileSink:
+    """A :class:`ByteSink` writing to a local file from worker threads."""
+
+    def __init__(self, path: Path, fsync: bool) -> None:
+        self._path = path
+        self._fsync = fsync
+        self._f: Any = None
+
+    async def open(self) -> None:
+        def _open() -> Any:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            return open(self._path, "wb")  # closed in aclose()
+
+        self._f = await anyio.to_thread.run_sync(_open)
+
+    async def send(self, item: bytes) -> None:
+        await anyio.to_thread.run_sync(self._f.write, item)
+
+    async def aclose(self) -> None:
+        f, self._f = self._f, None
+        if f is None:
+            return
+
+        def _close() -> None:
+            try:
+                f.flush()
+                if self._fsync:
+                    os.fsync(f.fileno())
+            finally:
+                f.close()
+
+        await anyio.to_thread.run_sync(_close)
+
+
+async def receive_file(stream: Any, sink: ByteSink) -> int:
+    """Copy a FileSend byte stream into ``sink`` until the daemon half-closes."""
+    n = 0
+    try:
+        while True:
+            msg = await stream.recv_message()
+            if msg is None:
+                break
+            data = BytesMessage.parse(msg.data).data
+            if data:
+                await sink.send(data)
+                n += len(data)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await sink.aclose()
+        raise
+    await sink.aclose()
+    return n
+
+
+class FileSendProvider:
+    """Attachable receiving exporter output; ``targets`` maps exporter index -> target."""
+
+    def __init__(self, targets: Mapping[int, Target]) -> None:
+        for i, t in targets.items():
+            if not isinstance(t, DirectoryTarget | FileTarget | StreamTarget):
+                raise TypeError(
+                    f"exporter {i}: expected DirectoryTarget, FileTarget or StreamTarget, got {t!r}"
+                )
+        self.targets = dict(targets)
+        #: per exporter index: the local error that failed its transfer
+        self.errors: dict[int, BaseException] = {}
+        #: per exporter index: ReceiveStats (directories) or byte count (files)
+        self.results: dict[int, ReceiveStats | int] = {}
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            DIFFCOPY_METHOD: grpclib.const.Handler(
+                self._diffcopy, grpclib.const.Cardinality.STREAM_STREAM, RawMessage, RawMessage
+            )
+        }
+
+    async def _diffcopy(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        md = stream.metadata
+        try:
+            exporter_id = int(md.get(_KEY_EXPORTER_ID, "0")) if md is not None else 0
+        except ValueError:
+            exporter_id = 0  # Go's chooser falls back to 0 as well
+        target = self.targets.get(exporter_id)
+        if target is None:
+            raise GRPCError(Status.NOT_FOUND, f"exporter {exporter_id} not found")
+        try:
+            if isinstance(target, DirectoryTarget):
+                stats = self.results[exporter_id] = ReceiveStats()
+                await receive_tree(wire.GrpcPacketConn(stream), target.path, stats)
+                return
+            if isinstance(target, FileTarget):
+                sink: ByteSink | None = _FileSink(target.path, target.fsync)
+                assert isinstance(sink, _FileSink)
+                await sink.open()
+            else:
+                exporter_md: dict[str, list[str]] = {}
+                for k, v in md.items() if md is not None else ():
+                    if k.startswith(_KEY_EXPORTER_MD_PREFIX):
+                        exporter_md.setdefault(k.removeprefix(_KEY_EXPORTER_MD_PREFIX), []).append(str(v))
+                sink = await target.open({k: ",".join(v) for k, v in exporter_md.items()})
+                if sink is None:
+                    raise GRPCError(Status.ALREADY_EXISTS, "target already exists")
+            self.results[exporter_id] = await receive_file(stream, sink)
+        except wire.TransferError as e:
+            self.errors[exporter_id] = e
+            raise GRPCError(e.status, e.message) from e
+        except GRPCError:
+            raise
+        except Exception as e:
+            # Local write failures (disk full, a sink's own error): keep the exception
+            # for the client and give the daemon a readable status instead of
+            # grpclib's "Internal Server Error".
+            self.errors[exporter_id] = e
+            raise GRPCError(Status.UNKNOWN, f"exporter {exporter_id}: {e}") from e

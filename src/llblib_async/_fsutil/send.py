@@ -1,0 +1,331 @@
+"""FileSync sender: local directories -> daemon (``/moby.filesync.v1.FileSync/DiffCopy``).
+
+The daemon asks for a local directory by name (``local://<name>`` sources, frontend
+contexts) and receives it with fsutil's diffcopy protocol (spec §3.1; Go:
+``fsutil/send.go``, ``buildkit/session/filesync``):
+
+1. we send one STAT per entry (walk order, see :mod:`.walk`) and an empty STAT;
+2. the daemon sends REQ{id} for the regular files whose content it needs (id = index
+   of the entry in the STAT sequence), possibly before the walk is over;
+3. we answer each REQ with DATA{id} chunks of 32 KiB and an empty DATA{id}, up to 4
+   files in parallel;
+4. the daemon sends FIN when done, we answer FIN and end the call.
+
+Files are read in blocks in worker threads and sent chunk by chunk, each send
+awaiting the HTTP/2 flow control, so a huge file needs neither memory nor a
+blocked event loop. A file that vanished or changed between its STAT and its REQ
+fails the transfer with an ERR packet and a gRPC error naming the path (Go would
+send whatever is there now). Only paths produced by the walk are ever opened, and
+they are resolved beneath the root without following symlinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import stat as _stat
+import urllib.parse
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from .._pb.fsutil.types import Stat
+from .._session import RawMessage
+from ..errors import LocalDirError
+from . import gomode, wire
+from .beneath import Beneath
+from .walk import FilterOptions, MapFunc, WalkError, walk
+
+__all__ = ["DIFFCOPY_METHOD", "FileSyncProvider", "SendStats", "parse_request_options", "send_tree"]
+
+DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
+
+#: Files served concurrently (Go's sender runs 4 workers).
+PARALLEL_FILES = 4
+#: Bytes read from disk per worker-thread call (then sent as 32 KiB DATA packets).
+READ_BLOCK = 1024 * 1024
+#: STAT entries produced per worker-thread call of the walker.
+WALK_BATCH = 256
+
+_KEY_DIR_NAME = "dir-name"
+_KEY_INCLUDE = "include-patterns"
+_KEY_EXCLUDE = "exclude-patterns"
+_KEY_FOLLOW = "followpaths"
+
+
+@dataclass(slots=True)
+class SendStats:
+    """What one transfer did (for tests and diagnostics)."""
+
+    name: str
+    entries: int = 0
+    requests: int = 0
+    bytes_sent: int = 0
+    options: FilterOptions | None = None
+
+
+def _go_parse_bool(v: str) -> bool:
+    return v in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _md_values(md: Any, key: str) -> list[str] | None:
+    """All values of a metadata key (``None`` if absent), URL-decoded if ``<key>-encoded``."""
+    if md is None:
+        return None
+    values = [str(v) for v in md.getall(key, [])]
+    if not values:
+        return None
+    encoded = md.getall(key + "-encoded", [])
+    if encoded and _go_parse_bool(str(encoded[0])):
+        values = [urllib.parse.unquote_plus(v) for v in values]
+    return values
+
+
+def parse_request_options(md: Any) -> tuple[str, FilterOptions]:
+    """``(dir name, filter options)`` from a DiffCopy call's metadata (Go's ``decodeOpts``)."""
+    names = _md_values(md, _KEY_DIR_NAME)
+    name = names[0] if names else ""
+    opts = FilterOptions(
+        include_patterns=_md_values(md, _KEY_INCLUDE),
+        exclude_patterns=_md_values(md, _KEY_EXCLUDE),
+        follow_paths=_md_values(md, _KEY_FOLLOW),
+    )
+    return name, opts
+
+
+def _go_quote(s: str) -> str:
+    """Go's ``%q`` for the error messages the daemon shows (close enough for text)."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _next_batch(gen: Generator[Stat, None, None], n: int) -> list[Stat]:
+    return list(itertools.islice(gen, n))
+
+
+def _open_for_send(root: Beneath, stat: Stat) -> int | None:
+    """Open a file listed earlier, failing if it is not the file we described.
+
+    ``None`` for a socket: fsutil lists sockets as regular files (it only clears the
+    socket mode bit) and, failing to open them, sends them empty.
+    """
+    try:
+        fd = root.open(stat.path, os.O_RDONLY | os.O_NONBLOCK)  # NONBLOCK: a FIFO swapped in won't hang
+    except (OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno == errno.ENXIO:
+            st = root.lstat(stat.path)
+            if st is not None and _stat.S_ISSOCK(st.st_mode) and stat.size == st.st_size:
+                return None
+        reason = "vanished" if isinstance(e, FileNotFoundError) else str(e)
+        raise wire.TransferError(
+            f"file {stat.path} changed since it was listed: {reason}", Status.FAILED_PRECONDITION
+        ) from e
+    try:
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            what = "is no longer a regular file"
+        elif st.st_size != stat.size or st.st_mtime_ns != stat.mod_time:
+            what = f"size/mtime {st.st_size}/{st.st_mtime_ns} != {stat.size}/{stat.mod_time}"
+        else:
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    raise wire.TransferError(
+        f"file {stat.path} changed since it was listed: {what}", Status.FAILED_PRECONDITION
+    )
+
+
+async def send_tree(
+    conn: wire.PacketConn,
+    root: str | os.PathLike[str],
+    opts: FilterOptions | None = None,
+    *,
+    name: str = "",
+    parallel: int = PARALLEL_FILES,
+    read_block: int = READ_BLOCK,
+    chunk: int = wire.DATA_CHUNK,
+) -> SendStats:
+    """Run the sender side of a diffcopy for the directory ``root`` over ``conn``.
+
+    Raises :class:`~.wire.TransferError` on failure after telling the peer with an
+    ERR packet (unless the peer reported the error itself).
+    """
+    stats = SendStats(name=name, options=opts)
+    files: dict[int, Stat] = {}
+    root_s = os.fspath(root)
+    try:
+        # Resolving the root may touch the disk; like every file operation here, do
+        # it in a worker thread.
+        beneath = await anyio.to_thread.run_sync(lambda: Beneath(os.path.realpath(root_s)))
+    except OSError as e:
+        err = wire.TransferError(f"cannot open {root_s}: {e.strerror}", Status.NOT_FOUND)
+        await conn.send(wire.encode_err(err.message))
+        raise err from e
+    req_send, req_recv = anyio.create_memory_object_stream[tuple[int, Stat]](128)
+    failure = wire.FirstFailure()
+
+    walk_done = anyio.Event()
+
+    async def walker() -> None:
+        gen = walk(root_s, opts)
+        index = 0
+        try:
+            while True:
+                try:
+                    batch = await anyio.to_thread.run_sync(_next_batch, gen, WALK_BATCH)
+                except (WalkError, ValueError) as e:
+                    raise wire.TransferError(str(e)) from e
+                if not batch:
+                    break
+                for st in batch:
+                    if gomode.is_regular(st.mode):
+                        files[index] = st
+                    index += 1
+                    await conn.send(wire.encode_stat(st))
+            stats.entries = index
+            await conn.send(wire.END_OF_WALK)
+            walk_done.set()
+        finally:
+            gen.close()
+
+    async def send_file(file_id: int, st: Stat) -> None:
+        fd = await anyio.to_thread.run_sync(_open_for_send, beneath, st)
+        sent = 0
+        if fd is None:  # a socket: empty, like Go
+            await conn.send(wire.encode_data(file_id, b""))
+            return
+        try:
+            while True:
+                block = await anyio.to_thread.run_sync(os.read, fd, read_block)
+                if not block:
+                    break
+                sent += len(block)
+                if sent > st.size:
+                    raise wire.TransferError(
+                        f"file {st.path} changed since it was listed: grew past {st.size} bytes",
+                        Status.FAILED_PRECONDITION,
+                    )
+                view = memoryview(block)
+                for off in range(0, len(block), chunk):
+                    await conn.send(wire.encode_data(file_id, view[off : off + chunk]))
+        finally:
+            os.close(fd)
+        if sent != st.size:
+            raise wire.TransferError(
+                f"file {st.path} changed since it was listed: {sent} bytes instead of {st.size}",
+                Status.FAILED_PRECONDITION,
+            )
+        stats.bytes_sent += sent
+        await conn.send(wire.encode_data(file_id, b""))
+
+    async def worker(requests: anyio.abc.ObjectReceiveStream[tuple[int, Stat]]) -> None:
+        async with requests:
+            async for file_id, st in requests:
+                await send_file(file_id, st)
+
+    async def receiver() -> None:
+        async with req_send:
+            while True:
+                data = await conn.recv()
+                if data is None:
+                    raise wire.TransferError("receiver ended the stream before FIN", send_err=False)
+                p = wire.decode(data)
+                if p.type == wire.PT.PACKET_REQ:
+                    st = files.pop(p.id, None)
+                    if st is None:
+                        raise wire.TransferError(f"invalid file id {p.id}", Status.INVALID_ARGUMENT)
+                    stats.requests += 1
+                    await req_send.send((p.id, st))
+                elif p.type == wire.PT.PACKET_FIN:
+                    return
+                elif p.type == wire.PT.PACKET_ERR:
+                    msg = p.data.decode("utf-8", "replace")
+                    raise wire.TransferError(f"error from receiver: {msg}", send_err=False)
+                # STAT/DATA from a receiver mean nothing to a sender; Go ignores them too.
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(failure.wrap(tg.cancel_scope, walker))
+            async with anyio.create_task_group() as workers:
+                for _ in range(parallel):
+                    workers.start_soon(failure.wrap(tg.cancel_scope, worker, req_recv.clone()))
+                req_recv.close()  # the workers hold clones; they end when req_send closes
+                await failure.wrap(tg.cancel_scope, receiver)()
+            if failure.error is None:
+                # A correct receiver sends FIN only after the end of the walk; if one
+                # doesn't, finish the walk first so the STAT stream stays complete.
+                await walk_done.wait()
+                await conn.send(wire.FIN)
+        failure.raise_if_failed()
+    except wire.TransferError as e:
+        if e.send_err:
+            # The stream may be gone already; the error raised below is what matters.
+            with contextlib.suppress(Exception):
+                await conn.send(wire.encode_err(e.message))
+        raise
+    finally:
+        beneath.close()
+    return stats
+
+
+class FileSyncProvider:
+    """Attachable serving local directories to the daemon by name.
+
+    ``dirs`` maps the names used in ``local://<name>`` sources to directories.
+    ``adjust`` may rewrite the filter options of each request (like Go's
+    ``FilterOptFunc``, e.g. to add a map function); ``map_fn`` is a shortcut for a
+    map function applied to every request.
+    """
+
+    def __init__(
+        self,
+        dirs: Mapping[str, str | os.PathLike[str]],
+        *,
+        map_fn: MapFunc | None = None,
+        adjust: Callable[[str, FilterOptions], FilterOptions] | None = None,
+    ) -> None:
+        self.dirs: dict[str, Path] = {}
+        for name, d in dirs.items():
+            path = Path(d)
+            if not path.is_dir():
+                raise LocalDirError(
+                    name, str(path), "does not exist" if not path.exists() else "is not a directory"
+                )
+            self.dirs[name] = path
+        self._map_fn = map_fn
+        self._adjust = adjust
+        #: one entry per completed or failed transfer, in order
+        self.transfers: list[SendStats] = []
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            DIFFCOPY_METHOD: grpclib.const.Handler(
+                self._diffcopy, grpclib.const.Cardinality.STREAM_STREAM, RawMessage, RawMessage
+            )
+        }
+
+    async def _diffcopy(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        name, opts = parse_request_options(stream.metadata)
+        root = self.dirs.get(name)
+        if root is None:
+            raise GRPCError(Status.NOT_FOUND, f"no access allowed to dir {_go_quote(name)}")
+        if self._map_fn is not None:
+            opts = replace(opts, map=self._map_fn)
+        if self._adjust is not None:
+            opts = self._adjust(name, opts)
+        try:
+            stats = await send_tree(wire.GrpcPacketConn(stream), root, opts, name=name)
+        except wire.TransferError as e:
+            self.transfers.append(SendStats(name=name, options=opts))
+            raise GRPCError(e.status, f"local {name}: {e.message}") from e
+        self.transfers.append(stats)

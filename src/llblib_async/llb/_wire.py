@@ -1,0 +1,198 @@
+"""Hand-written protobuf wire encoding that reproduces Go's deterministic marshal.
+
+BuildKit re-marshals every op with protobuf-go (``Deterministic: true``) and
+re-hashes it, so the digests shown in progress, errors and history are those of
+Go's bytes.  Two rules differ from betterproto2's output (spec §7.2): fields of a
+``oneof`` are written *after* all regular fields, and map entries are sorted by
+key.  Everything else is plain proto3: zero scalars and empty strings are
+omitted, a set sub-message is written even when empty, a ``oneof`` scalar is
+written even when zero, negative ``int32``/``int64`` are 10-byte varints, and map
+entries always carry both key and value.
+
+This module only knows the wire format and the messages shared by every op
+(``Op``, ``Input``, ``Platform``, ``OpMetadata``, ``Definition``); op-specific
+payloads are encoded next to the op that owns them.  It works on ``bytes`` and
+plain values so that marshaling 10k-50k-op graphs stays cheap (no intermediate
+message objects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+WIRE_VARINT = 0
+WIRE_LEN = 2
+
+_U64 = 1 << 64
+
+
+def _encode_varint(value: int) -> bytes:
+    if value < 0:
+        value += _U64
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Tags, lengths, small ints and -1 (Go's "unset" for timestamps, modes, indices) dominate what
+# marshaling encodes; looking them up is several times faster than re-encoding them.
+_CACHE: dict[int, bytes] = {i: _encode_varint(i) for i in range(-1, 1 << 14)}
+
+
+def varint(value: int) -> bytes:
+    """Encode ``value`` as a base-128 varint; negatives as 64-bit two's complement."""
+    cached = _CACHE.get(value)
+    return cached if cached is not None else _encode_varint(value)
+
+
+def key(field: int, wire_type: int) -> bytes:
+    """The tag that starts a field."""
+    return varint((field << 3) | wire_type)
+
+
+def len_field(field: int, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes or sub-message), written even if empty."""
+    return key(field, WIRE_LEN) + varint(len(payload)) + payload
+
+
+def bytes_field(field: int, value: bytes) -> bytes:
+    """A proto3 ``bytes`` field: omitted when empty."""
+    return len_field(field, value) if value else b""
+
+
+def str_field(field: int, value: str) -> bytes:
+    """A proto3 ``string`` field: omitted when empty."""
+    return len_field(field, value.encode()) if value else b""
+
+
+def int_field(field: int, value: int) -> bytes:
+    """A proto3 ``int32``/``int64``/``uint32`` field: omitted when zero."""
+    return key(field, WIRE_VARINT) + varint(value) if value else b""
+
+
+def bool_field(field: int, value: bool) -> bytes:
+    """A proto3 ``bool`` field: omitted when false."""
+    return key(field, WIRE_VARINT) + b"\x01" if value else b""
+
+
+def repeated_str(field: int, values: Iterable[str]) -> bytes:
+    """A ``repeated string`` field (strings are never packed)."""
+    return b"".join(len_field(field, v.encode()) for v in values)
+
+
+def str_map(field: int, mapping: Mapping[str, str]) -> bytes:
+    """A ``map<string,string>`` with entries sorted by key, as Go's deterministic marshal does."""
+    return b"".join(
+        len_field(field, len_field(1, k.encode()) + len_field(2, mapping[k].encode()))
+        for k in sorted(mapping)
+    )
+
+
+def bool_map(field: int, mapping: Mapping[str, bool]) -> bytes:
+    """A ``map<string,bool>`` with entries sorted by key (value ``false`` still written)."""
+    return b"".join(
+        len_field(
+            field, len_field(1, k.encode()) + key(2, WIRE_VARINT) + (b"\x01" if mapping[k] else b"\x00")
+        )
+        for k in sorted(mapping)
+    )
+
+
+# --- messages shared by every op -----------------------------------------------------------------
+
+# pb.Op field numbers of the ``op`` oneof.
+OP_EXEC = 2
+OP_SOURCE = 3
+OP_FILE = 4
+OP_BUILD = 5
+OP_MERGE = 6
+OP_DIFF = 7
+OP_PASSTHROUGH = 8
+
+_EMPTY_CONSTRAINTS = len_field(11, b"")
+
+
+def encode_input(digest: str, index: int) -> bytes:
+    """``pb.Input{digest, index}``."""
+    return str_field(1, digest) + int_field(2, index)
+
+
+def encode_platform(
+    *, os: str, architecture: str, variant: str, os_version: str, os_features: Sequence[str]
+) -> bytes:
+    """``pb.Platform`` (field order: Architecture=1, OS=2, Variant=3, OSVersion=4, OSFeatures=5)."""
+    return (
+        str_field(1, architecture)
+        + str_field(2, os)
+        + str_field(3, variant)
+        + str_field(4, os_version)
+        + repeated_str(5, os_features)
+    )
+
+
+def encode_op(
+    *,
+    inputs: Sequence[bytes],
+    platform: bytes | None,
+    worker_filters: Sequence[str] = (),
+    op_field: int,
+    op_payload: bytes,
+) -> bytes:
+    """A complete ``pb.Op`` in Go order: inputs(1), platform(10), constraints(11), then the oneof.
+
+    ``inputs`` are already-encoded ``pb.Input`` messages.  Go always sets
+    ``constraints`` (an empty ``WorkerConstraints`` is still written as ``5a 00``);
+    ``platform`` is only set on exec ops and platform-specific sources.
+    """
+    parts = [len_field(1, i) for i in inputs]
+    if platform is not None:
+        parts.append(len_field(10, platform))
+    parts.append(len_field(11, repeated_str(1, worker_filters)) if worker_filters else _EMPTY_CONSTRAINTS)
+    parts.append(len_field(op_field, op_payload))
+    return b"".join(parts)
+
+
+def encode_terminal(digest: str, index: int) -> bytes:
+    """The terminal pseudo-op ``Op{inputs: [Input{digest, index}]}`` closing a Definition."""
+    return len_field(1, encode_input(digest, index))
+
+
+def encode_op_metadata(
+    *,
+    ignore_cache: bool,
+    description: Mapping[str, str],
+    export_cache: bool | None,
+    caps: Iterable[str],
+) -> bytes:
+    """``pb.OpMetadata`` (ignore_cache=1, description=2, export_cache=4, caps=5), maps sorted."""
+    out = bool_field(1, ignore_cache) + str_map(2, description)
+    if export_cache is not None:
+        out += len_field(4, bool_field(1, export_cache))
+    out += b"".join(len_field(5, len_field(1, c.encode()) + b"\x10\x01") for c in sorted(caps))
+    return out
+
+
+def encode_definition(
+    *,
+    ops: Sequence[bytes],
+    metadata: Mapping[str, bytes],
+    locations: Iterable[str] | None,
+) -> bytes:
+    """``pb.Definition`` with sorted maps.
+
+    ``metadata`` maps a digest to already-encoded ``OpMetadata``; ``locations``
+    are the digests that get an (empty) ``Locations`` entry in ``Source``, as Go's
+    source-map collector adds one per marshaled vertex; ``None`` omits ``Source``
+    (Go leaves it nil for an empty Definition).
+    """
+    parts = [len_field(1, op) for op in ops]
+    parts.extend(len_field(2, len_field(1, d.encode()) + len_field(2, metadata[d])) for d in sorted(metadata))
+    if locations is not None:
+        source = b"".join(
+            len_field(1, len_field(1, d.encode()) + len_field(2, b"")) for d in sorted(locations)
+        )
+        parts.append(len_field(3, source))
+    return b"".join(parts)

@@ -1,0 +1,176 @@
+"""Turning a State into a :class:`Definition` — the serialized graph BuildKit solves.
+
+Follows Go's ``State.Marshal``: a depth-first walk that emits each op after its
+inputs (in ``Inputs()`` order), drops ops whose bytes were already emitted,
+merges metadata per digest, then appends the terminal pseudo-op
+``Op{inputs: [head]}`` whose metadata carries the ``constraints``/``platform``
+caps plus ``meta.*`` caps for features any op uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from .._pb import pb
+from . import _wire
+from .platform import Platform, default_platform
+from .state import State
+from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled
+
+__all__ = ["Definition", "digest", "marshal"]
+
+_TERMINAL_CAPS = frozenset({"constraints", "platform"})
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """A marshaled LLB graph, ready for ``SolveRequest.definition``.
+
+    ``ops`` are the Go-identical op bytes (dependencies first, deduplicated, the
+    terminal pseudo-op last), ``digests`` their sha256 digests (same order),
+    ``metadata`` the per-digest :class:`OpMetadata`, and ``locals`` the host
+    directories (``local://`` name → path) the solver must serve.
+    ``head_digest`` is the digest of the op the terminal points at (the graph's
+    result).  An empty Definition (from ``scratch()``) has no ops and no head.
+    """
+
+    ops: tuple[bytes, ...]
+    digests: tuple[str, ...]
+    metadata: Mapping[str, OpMetadata]
+    locals: Mapping[str, Path]
+    head_digest: str | None
+
+    def to_pb(self) -> pb.Definition:
+        """The ``llblib_async._pb.pb.Definition`` message: ``def_`` are exactly :attr:`ops`.
+
+        Maps are filled in sorted key order and ``source`` gets one empty
+        ``Locations`` entry per op digest, as Go's Definition carries.
+        """
+        if not self.ops:
+            return pb.Definition()
+        metadata = {
+            d: pb.OpMetadata(
+                ignore_cache=m.ignore_cache,
+                description=dict(m.description),
+                export_cache=pb.ExportCache(value=m.export_cache) if m.export_cache is not None else None,
+                caps={c: True for c in sorted(m.caps)},
+            )
+            for d, m in sorted(self.metadata.items())
+        }
+        locations = {d: pb.Locations() for d in sorted(self.digests[:-1])}
+        return pb.Definition(def_=list(self.ops), metadata=metadata, source=pb.Source(locations=locations))
+
+    def to_bytes(self) -> bytes:
+        """The serialized ``pb.Definition`` with Go-deterministic field and map order."""
+        if not self.ops:
+            return b""
+        return _wire.encode_definition(
+            ops=self.ops,
+            metadata={d: m.encode() for d, m in self.metadata.items()},
+            locations=self.digests[:-1],
+        )
+
+
+def _context(platform: Platform | str | None) -> MarshalContext:
+    if platform is None:
+        plat = default_platform()
+    elif isinstance(platform, str):
+        plat = Platform.parse(platform)
+    else:
+        plat = platform
+    return MarshalContext.for_platform(plat)
+
+
+def marshal(state: State, *, platform: Platform | str | None = None) -> Definition:
+    """Serialize the graph behind ``state`` into a :class:`Definition`.
+
+    ``platform`` is the default for ops that need one and did not get one (Go's
+    ``Marshal(llb.Platform(p))``); it defaults to the host platform, like Go.
+    Each op is encoded once and memoised per default platform, so re-marshaling
+    a graph, or a bigger graph sharing parts of it, does not re-encode them.
+    Raises :class:`ValueError` if two ``local://`` sources share a name but point
+    at different host directories.
+    """
+    if state.output is None:
+        return Definition(
+            ops=(), digests=(), metadata=MappingProxyType({}), locals=MappingProxyType({}), head_digest=None
+        )
+    ctx = _context(platform)
+    root = state.output.vertex
+    ensure_marshaled(root, ctx)
+
+    ops: list[bytes] = []
+    digests: list[str] = []
+    emitted: set[str] = set()
+    metadata: dict[str, OpMetadata] = {}
+    locals_: dict[str, Path] = {}
+    key = ctx.key
+
+    # Iterative post-order DFS (Go's recursive marshal(), without the recursion limit).
+    visited: set[Vertex] = {root}
+    stack: list[tuple[Vertex, int]] = [(root, 0)]
+    while stack:
+        vertex, next_input = stack[-1]
+        inputs = vertex._inputs()
+        while next_input < len(inputs):
+            child = inputs[next_input].vertex
+            next_input += 1
+            if child not in visited:
+                visited.add(child)
+                stack[-1] = (vertex, next_input)
+                stack.append((child, 0))
+                break
+        else:
+            stack.pop()
+            data, dgst, meta = vertex._memo[key]
+            previous = metadata.get(dgst)
+            metadata[dgst] = meta if previous is None else previous.merge(meta)
+            for local_name, local_dir in vertex._local_dirs():
+                known = locals_.setdefault(local_name, local_dir)
+                if known != local_dir:
+                    raise ValueError(
+                        f"two local sources are named {local_name!r} but use different directories: "
+                        f"{known} and {local_dir}"
+                    )
+            if dgst not in emitted:
+                emitted.add(dgst)
+                ops.append(data)
+                digests.append(dgst)
+
+    head_digest = root._memo[key].digest
+    terminal = _wire.encode_terminal(head_digest, state.output.index)
+    terminal_digest = "sha256:" + hashlib.sha256(terminal).hexdigest()
+    caps = set(_TERMINAL_CAPS)
+    for meta in metadata.values():
+        if meta.ignore_cache:
+            caps.add("meta.ignorecache")
+        if meta.description:
+            caps.add("meta.description")
+        if meta.export_cache is not None:
+            caps.add("meta.exportcache")
+    metadata[terminal_digest] = OpMetadata(caps=frozenset(caps))
+    ops.append(terminal)
+    digests.append(terminal_digest)
+    return Definition(
+        ops=tuple(ops),
+        digests=tuple(digests),
+        metadata=MappingProxyType(metadata),
+        locals=MappingProxyType(locals_),
+        head_digest=head_digest,
+    )
+
+
+def digest(state: State, *, platform: Platform | str | None = None) -> str:
+    """The digest of the op behind ``state`` — the vertex digest BuildKit reports in progress.
+
+    Computed with the same default ``platform`` as :func:`marshal` (host by
+    default).  All outputs of one op share its digest.  Raises
+    :class:`ValueError` for ``scratch()``, which has no op.
+    """
+    if state.output is None:
+        raise ValueError("scratch() has no op and therefore no digest")
+    return ensure_marshaled(state.output.vertex, _context(platform)).digest

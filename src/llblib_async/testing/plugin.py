@@ -1,0 +1,162 @@
+"""pytest plugin (entry point ``pytest11: llblib_async``): fixtures with real daemons.
+
+Session scope: ``buildkit_binaries``, ``buildkitd`` (a :class:`BuildkitDaemon`),
+``buildkit_address`` (str), ``registry`` and ``auth_registry`` (:class:`Registry`, the latter
+with basic auth, credentials in ``.auth``), ``busybox_rootfs`` (Path), ``dockerd``
+(:class:`DockerDaemon`).  Function scope: ``fresh_buildkitd``, a private daemon a test may
+kill.
+
+The fixtures are synchronous (the daemons are subprocesses) and so work with any event
+loop scope.  A missing prerequisite makes the fixture *fail* with the install command -
+never skip: a green run must mean the integration tests ran.  When a test fails, the
+tails of the logs of the daemons it used are added to its report.
+
+``--buildkit-addr ADDR`` (or ``$LLBLIB_BUILDKIT_ADDR``) makes ``buildkit_address`` return
+an already-running daemon's address instead of starting one; tests that ask for the
+``buildkitd`` object itself still get a private daemon.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from ..errors import PrerequisiteError
+from .binaries import BuildkitBinaries, ensure_buildkit_binaries
+from .buildkitd import BuildkitDaemon
+from .dockerd import DockerDaemon
+from .registry import Registry
+from .rootfs import busybox_rootfs as make_busybox_rootfs
+
+ADDR_ENV = "LLBLIB_BUILDKIT_ADDR"
+_LOGGED_FIXTURES = ("fresh_buildkitd", "buildkitd", "dockerd", "registry", "auth_registry")
+
+T = TypeVar("T")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llblib-async", "llblib-async test daemons")
+    group.addoption(
+        "--buildkit-addr",
+        dest="llblib_buildkit_addr",
+        default=None,
+        help=f"use this running BuildKit for the buildkit_address fixture (default: ${ADDR_ENV})",
+    )
+    group.addoption(
+        "--buildkitd-debug",
+        dest="llblib_buildkitd_debug",
+        action="store_true",
+        help="start the test buildkitd daemons with --debug (more detail in their logs)",
+    )
+
+
+def _provision(make: Callable[[], T]) -> T:
+    """Turn a missing prerequisite into a fixture failure that says how to install it."""
+    try:
+        return make()
+    except PrerequisiteError as err:
+        pytest.fail(f"missing test prerequisite: {err}", pytrace=False)
+
+
+def _debug(config: pytest.Config) -> bool:
+    return bool(config.getoption("llblib_buildkitd_debug"))
+
+
+@pytest.fixture(scope="session")
+def buildkit_binaries() -> BuildkitBinaries:
+    """buildkitd/buildctl at the pinned version (built with Go on first use, then cached)."""
+    return _provision(ensure_buildkit_binaries)
+
+
+def _start_buildkitd(request: pytest.FixtureRequest) -> BuildkitDaemon:
+    _provision(BuildkitDaemon.check_prerequisites)  # before a build that may take minutes
+    binaries: BuildkitBinaries = request.getfixturevalue("buildkit_binaries")
+    return _provision(lambda: BuildkitDaemon.start(binaries=binaries, debug=_debug(request.config)))
+
+
+@pytest.fixture(scope="session")
+def buildkitd(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
+    """A private buildkitd shared by the whole session.  Tests must not kill or reconfigure it."""
+    daemon = _start_buildkitd(request)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def buildkit_address(request: pytest.FixtureRequest) -> str:
+    """Address of the BuildKit to test against: ``--buildkit-addr`` / ``$LLBLIB_BUILDKIT_ADDR``
+    if given, else the session ``buildkitd``'s unix socket (started on demand)."""
+    external = request.config.getoption("llblib_buildkit_addr") or os.environ.get(ADDR_ENV)
+    if external:
+        return str(external)
+    daemon: BuildkitDaemon = request.getfixturevalue("buildkitd")
+    return daemon.address
+
+
+@pytest.fixture
+def fresh_buildkitd(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
+    """A private buildkitd for one test, which may kill it; cleaned up (mounts too) afterwards."""
+    daemon = _start_buildkitd(request)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[Registry]:
+    """An anonymous registry at ``registry.host`` (127.0.0.1:PORT), plain HTTP."""
+    reg = _provision(Registry.start)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry() -> Iterator[Registry]:
+    """A registry requiring basic auth; the credentials are ``auth_registry.auth``."""
+    reg = _provision(lambda: Registry.start(auth=("llblib", "llblib-test-password")))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session", name="busybox_rootfs")
+def busybox_rootfs_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A minimal busybox root filesystem (read-only by convention: it is shared)."""
+    dest = tmp_path_factory.mktemp("busybox-rootfs")
+    return _provision(lambda: make_busybox_rootfs(dest))
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[DockerDaemon]:
+    """A private dockerd 20.10 with BuildKit enabled; ``dockerd.host`` is its unix:// address."""
+    daemon = _provision(DockerDaemon.start)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the log tails of the daemons a failed test used to its report."""
+    report = yield
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for name in _LOGGED_FIXTURES:
+            daemon = funcargs.get(name)
+            tail = getattr(daemon, "log_tail", None)
+            if callable(tail):
+                report.sections.append((f"{name} log (last lines)", str(tail())))
+    return report
