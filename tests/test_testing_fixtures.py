@@ -269,7 +269,7 @@ def test_stop_after_kill_mid_exec_removes_containers_mounts_and_dir(
     ctx = rootfs_context(
         busybox_rootfs,
         tmp_path / "ctx",
-        "FROM scratch\nCOPY rootfs/ /\nRUN echo container-started && exec sleep 300\n",
+        "FROM scratch\nCOPY rootfs/ /\nRUN echo container-$((6 * 7)) && exec sleep 300\n",
     )
     daemon = BuildkitDaemon.start(binaries=buildkit_binaries)
     build = subprocess.Popen(
@@ -278,7 +278,8 @@ def test_stop_after_kill_mid_exec_removes_containers_mounts_and_dir(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        read_until(build, b"container-started", timeout=60)
+        # The step's name shows the unexpanded command; "container-42" only comes from its output.
+        read_until(build, b"container-42", timeout=60)
         [container] = runc_containers_under(daemon.workdir)
         container_pid = int(str(container["pid"]))
         daemon.kill()

@@ -144,13 +144,20 @@ def _header_value(value: str) -> tuple[str, bool]:
 
 
 def session_headers(
-    session_id: str, *, methods: Iterable[str], shared_key: str = "", name: str = ""
+    session_id: str,
+    *,
+    methods: Iterable[str],
+    shared_key: str = "",
+    name: str = "",
+    health_check_ms: int | None = None,
 ) -> list[tuple[str, str]]:
     """The ``x-docker-expose-session-*`` metadata that opens a session.
 
     One ``x-docker-expose-session-grpc-method`` entry per served method. Empty values
     are left out (grpclib refuses them and the daemon treats absent as empty). Also
-    the headers of Docker's ``/session`` upgrade request.
+    the headers of Docker's ``/session`` upgrade request. ``health_check_ms``
+    (BuildKit >= v0.32, a test hook) makes the daemon check health at that interval
+    (>= 1000) with that timeout, closing the session after one failure.
     """
     md: list[tuple[str, str]] = [("x-docker-expose-session-uuid", session_id)]
     if name:
@@ -162,6 +169,8 @@ def session_headers(
         if encoded:
             md.append(("x-docker-expose-session-sharedkey-encoded", "1"))
     md.extend(("x-docker-expose-session-grpc-method", m) for m in methods)
+    if health_check_ms is not None:
+        md.append(("x-buildkit-session-health-custom-timeout", str(int(health_check_ms))))
     return md
 
 
@@ -330,6 +339,8 @@ class _OutboundBuffer(asyncio.Transport):
         self._wakeup = asyncio.Event()
         self.max_buffered = 0  # high-water statistics (tests check the bound)
         self.pauses = 0
+        #: set while the protocol is paused (lets tests observe backpressure)
+        self.paused = asyncio.Event()
 
     # asyncio.Transport API ------------------------------------------------------
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
@@ -357,6 +368,7 @@ class _OutboundBuffer(asyncio.Transport):
         if not self._paused and self._size > self._high and self._protocol is not None:
             self._paused = True
             self.pauses += 1
+            self.paused.set()
             self._protocol.pause_writing()
 
     def close(self) -> None:
@@ -403,6 +415,7 @@ class _OutboundBuffer(asyncio.Transport):
         self._size -= n
         if self._paused and self._size <= self._low and self._protocol is not None:
             self._paused = False
+            self.paused.clear()
             self._protocol.resume_writing()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -649,6 +662,7 @@ async def open_session(
     name: str = "llblib-async",
     attachables: Sequence[Attachable] = (),
     address: str = "buildkitd",
+    health_check_ms: int | None = None,
     high_water: int = DEFAULT_HIGH_WATER,
     low_water: int = DEFAULT_LOW_WATER,
     max_chunk: int = DEFAULT_MAX_CHUNK,
@@ -658,12 +672,16 @@ async def open_session(
 
     ``session_id`` is what ``SolveRequest.session`` and ``local.session`` refer to;
     ``shared_key`` scopes the daemon's reuse of previously transferred local dirs.
-    ``address`` only labels errors. Raises
+    ``address`` only labels errors; ``health_check_ms``: see :func:`session_headers`.
+    ``high_water``/``low_water`` bound the bytes queued for the daemon (backpressure),
+    ``max_chunk`` the size of one ``BytesMessage``. Raises
     :class:`~llblib_async.errors.DaemonUnreachableError` if the call can't be made.
     """
     health_probe = HealthService()  # only to list the methods, including health
     methods = sorted({*health_probe.__mapping__(), *_collect_mapping(attachables)})
-    metadata = session_headers(session_id, methods=methods, shared_key=shared_key, name=name)
+    metadata = session_headers(
+        session_id, methods=methods, shared_key=shared_key, name=name, health_check_ms=health_check_ms
+    )
     async with channel.request(
         SESSION_METHOD,
         grpclib.const.Cardinality.STREAM_STREAM,

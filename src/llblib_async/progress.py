@@ -140,14 +140,13 @@ class NullProgress:
 
 @dataclass
 class _Vertex:
-    index: int
     name: str
+    index: int = 0  # numbered when first printed, like Go's printer
     cached: bool = False
     started: datetime.datetime | None = None
     completed: datetime.datetime | None = None
     error: str = ""
-    announced: bool = False
-    finished: bool = False
+    reported_completion: datetime.datetime | None = None
     partial_line: dict[int, bool] = field(default_factory=dict)
 
 
@@ -178,13 +177,19 @@ class PlainProgress:
         key = (request, digest)
         v = self._vertices.get(key)
         if v is None:
-            self._next += 1
-            v = self._vertices[key] = _Vertex(index=self._next, name=name)
+            v = self._vertices[key] = _Vertex(name=name)
         elif name:
             v.name = name
         return v
 
+    def _announce(self, request: str, v: _Vertex) -> None:
+        if not v.index:
+            self._next += 1
+            v.index = self._next
+            self._write(request, v, v.name)
+
     def _write(self, request: str, v: _Vertex, text: str) -> None:
+        self._announce(request, v)
         prefix = f"[{request}] " if request else ""
         self._out.write(f"{prefix}#{v.index} {text}\n")
 
@@ -197,14 +202,13 @@ class PlainProgress:
             v.completed = vu.completed
             if not self._visible(v):
                 continue
-            if not v.announced and (v.started or v.cached or v.completed):
-                v.announced = True
-                self._write(req, v, v.name)
-            if v.completed and not v.finished:
-                v.finished = True
+            if v.started or v.cached:
+                self._announce(req, v)
+            if v.completed and v.completed != v.reported_completion:
+                # A vertex can run more than once (local sources: resolve, then
+                # transfer) and is re-sent unchanged; report each completion once.
+                v.reported_completion = v.completed
                 self._finish(req, v)
-            elif not v.completed:
-                v.finished = False
         for row in update.statuses:
             v = self._vertex(req, row.vertex, "")
             if not self._visible(v):
@@ -231,6 +235,7 @@ class PlainProgress:
         return self._show_internal or not v.name.startswith("[internal]")
 
     def _write_log(self, request: str, v: _Vertex, chunk: LogChunk) -> None:
+        self._announce(request, v)
         text = chunk.data.decode(errors="replace")
         lines = text.split("\n")
         prefix = f"[{request}] " if request else ""

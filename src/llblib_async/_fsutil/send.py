@@ -284,7 +284,9 @@ class FileSyncProvider:
     ``dirs`` maps the names used in ``local://<name>`` sources to directories.
     ``adjust`` may rewrite the filter options of each request (like Go's
     ``FilterOptFunc``, e.g. to add a map function); ``map_fn`` is a shortcut for a
-    map function applied to every request.
+    map function applied to every request. ``chunk_size`` is the payload of one DATA
+    packet: 32 KiB like Go; larger packets cut the per-message cost of the two
+    HTTP/2 layers (256 KiB roughly doubles throughput; the daemon accepts up to 16 MiB).
     """
 
     def __init__(
@@ -293,7 +295,11 @@ class FileSyncProvider:
         *,
         map_fn: MapFunc | None = None,
         adjust: Callable[[str, FilterOptions], FilterOptions] | None = None,
+        chunk_size: int = wire.DATA_CHUNK,
     ) -> None:
+        if not 0 < chunk_size <= 8 * 1024 * 1024:
+            raise ValueError("chunk_size must be between 1 byte and 8 MiB")
+        self._chunk_size = chunk_size
         self.dirs: dict[str, Path] = {}
         for name, d in dirs.items():
             path = Path(d)
@@ -324,7 +330,8 @@ class FileSyncProvider:
         if self._adjust is not None:
             opts = self._adjust(name, opts)
         try:
-            stats = await send_tree(wire.GrpcPacketConn(stream), root, opts, name=name)
+            conn = wire.GrpcPacketConn(stream)
+            stats = await send_tree(conn, root, opts, name=name, chunk=self._chunk_size)
         except wire.TransferError as e:
             self.transfers.append(SendStats(name=name, options=opts))
             raise GRPCError(e.status, f"local {name}: {e.message}") from e
