@@ -52,3 +52,60 @@ def codegen(session: nox.Session) -> None:
     """Regenerate llblib_async._pb from the pinned upstream .proto files (``-- --check`` to verify)."""
     session.install(*CODEGEN_DEPS)
     session.run("python", "codegen/generate.py", *session.posargs)
+
+
+def _go(session: nox.Session) -> str:
+    """The Go toolchain: ``go`` on PATH, else the official tarball's /usr/local/go/bin/go."""
+    import os
+    import shutil
+
+    found = shutil.which("go") or (
+        "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
+    )
+    if found is None:
+        session.error(
+            "the Go toolchain (`go`) is not on PATH nor in /usr/local/go/bin; see .ci/install-prereqs.sh"
+        )
+    return found
+
+
+@nox.session(python=False)
+def oracle(session: nox.Session) -> None:
+    """Regenerate tests/llb_oracle/golden.json with BuildKit's Go client/llb (``-- --check`` to verify).
+
+    Builds and runs the Go oracle (``go run`` in tests/llb_oracle, BuildKit pinned in its
+    go.mod).  ``--check`` regenerates into a temporary file and fails on any difference
+    from the committed golden.json (CI runs this).
+    """
+    import os
+
+    go = _go(session)
+    check = "--check" in session.posargs
+    env = {"GOFLAGS": (os.environ.get("GOFLAGS", "") + " -mod=mod").strip()}
+    with session.chdir("tests/llb_oracle"):
+        session.run(
+            go,
+            "run",
+            ".",
+            *(["-check", "golden.json"] if check else ["-o", "golden.json"]),
+            env=env,
+            external=True,
+        )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: ``nox -s bench`` runs every benchmarks/bench_*.py; ``nox -s bench -- marshal`` one.
+
+    Arguments starting with ``-`` are passed to each benchmark (``-- marshal --sizes 1000``).
+    """
+    from pathlib import Path
+
+    session.install("-e", ".")
+    names = [a for a in session.posargs if not a.startswith("-")]
+    extra = [a for a in session.posargs if a.startswith("-")]
+    available = sorted(p.stem.removeprefix("bench_") for p in Path("benchmarks").glob("bench_*.py"))
+    for name in names or available:
+        if name not in available:
+            session.error(f"no benchmark {name!r}; available: {', '.join(available)}")
+        session.run("python", f"benchmarks/bench_{name}.py", *extra)

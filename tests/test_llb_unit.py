@@ -62,7 +62,12 @@ def test_methods_return_new_states_and_leave_the_original_alone() -> None:
 
 def test_with_output_keeps_every_other_field() -> None:
     # with_output() lists the fields by hand for speed; this catches a field added without it.
-    values: dict[str, Any] = {"working_dir": "/w", "platform": ARM64}
+    values: dict[str, Any] = {
+        "working_dir": "/w",
+        "platform": ARM64,
+        "exec_meta": llb.scratch().with_env("A", "1").with_user("nobody").exec_meta,
+        "image_config": llb.ImageConfig.from_json(b'{"architecture":"arm64","os":"linux","config":{}}'),
+    }
     st = llb.State(**values)
     missing = {f.name for f in dataclasses.fields(llb.State)} - set(values) - {"output"}
     assert not missing, f"extend this test and State.with_output() for {missing}"

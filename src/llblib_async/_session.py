@@ -39,6 +39,7 @@ import anyio
 import grpclib.const
 import grpclib.server
 from grpclib.client import Channel
+from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
@@ -117,13 +118,21 @@ class HealthService:
 
     def __init__(self) -> None:
         self.checks = 0
+        self._checked = anyio.Condition()
 
     async def _check(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         await stream.recv_message()
-        self.checks += 1
         await stream.send_message(
             health.HealthCheckResponse(status=health.HealthCheckResponseServingStatus.SERVING)
         )
+        self.checks += 1
+        async with self._checked:
+            self._checked.notify_all()
+
+    async def wait_check(self) -> None:
+        """Wait until the next health check has been answered."""
+        async with self._checked:
+            await self._checked.wait()
 
     def __mapping__(self) -> Mapping[str, grpclib.const.Handler]:
         return {
@@ -197,20 +206,47 @@ class _Servable:
         return self._mapping
 
 
+class _UnimplementedByDefault(dict[str, grpclib.const.Handler]):
+    """Handler mapping answering unknown methods with a *proper* UNIMPLEMENTED.
+
+    grpclib answers an unknown method with a bare trailers-only response lacking
+    ``content-type``; grpc-go (the daemon's session client) then reports code
+    Unknown ("malformed header: missing HTTP content-type"), not Unimplemented --
+    and the daemon only treats Unimplemented as "the client doesn't provide this"
+    (no credentials -> anonymous pull, no secret -> not found). A real handler that
+    raises makes grpclib send a well-formed gRPC status instead.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:
+        handler = super().get(key)
+        if handler is not None:
+            return handler
+
+        async def unimplemented(stream: grpclib.server.Stream[Any, Any]) -> None:
+            raise GRPCError(Status.UNIMPLEMENTED, f"unknown method {key}")
+
+        return grpclib.const.Handler(
+            unimplemented, grpclib.const.Cardinality.STREAM_STREAM, RawMessage, RawMessage
+        )
+
+
 def _new_server_protocol(mapping: Mapping[str, grpclib.const.Handler]) -> H2Protocol:
     """An HTTP/2 gRPC server protocol for one connection -- the only private grpclib use.
 
     ``grpclib.server.Server`` normally creates these in ``loop.create_server``;
     ``Server._protocol_factory()`` (private, stable since grpclib 0.3, pinned to 0.4.9
-    in pyproject) is the way to get one bound to our own fake transport. The rest is
-    public-ish API of the returned objects: ``H2Protocol.connection_made /
-    data_received / connection_lost / pause_writing / resume_writing`` (asyncio's
-    Protocol interface) and ``H2Protocol.handler.wait_closed()``.
+    in pyproject) is the way to get one bound to our own fake transport. Before that,
+    ``Server._mapping`` (the dict the request handler looks methods up in) is swapped
+    for :class:`_UnimplementedByDefault`. The rest is public-ish API of the returned
+    objects: ``H2Protocol.connection_made / data_received / connection_lost /
+    pause_writing / resume_writing`` (asyncio's Protocol interface) and
+    ``H2Protocol.handler.wait_closed()``.
 
     An explicit ``ProtoCodec`` (and no status-details codec) keeps grpclib from
     reaching for ``google.protobuf``, which this package does not depend on.
     """
     server = grpclib.server.Server([_Servable(mapping)], codec=ProtoCodec(), status_details_codec=None)
+    server._mapping = _UnimplementedByDefault(server._mapping)
     return server._protocol_factory()
 
 
@@ -464,16 +500,35 @@ class SessionHandle:
     async def wait_closed(self) -> None:
         await self.closed.wait()
 
+    async def wait_health_check(self) -> None:
+        """Wait until the daemon's next health check has been answered (diagnostics)."""
+        await self._health.wait_check()
+
+    def _lost(self) -> ConnectionLostError:
+        """A fresh error for one caller (the same object raised twice grows its traceback)."""
+        exc = self._exception
+        if isinstance(exc, ConnectionLostError):
+            err = ConnectionLostError(exc.address, exc.reason)
+            err.__cause__ = exc.__cause__
+            return err
+        err = ConnectionLostError(self.label, str(exc) if exc is not None else "session closed")
+        err.__cause__ = exc
+        return err
+
     def raise_if_closed(self) -> None:
-        if self._exception is not None:
-            raise self._exception
-        if self.closed.is_set():
-            raise ConnectionLostError(self.label, "session closed")
+        """Raise :class:`~llblib_async.errors.ConnectionLostError` if the session is over."""
+        if self._exception is not None or self.closed.is_set():
+            raise self._lost()
 
     async def guard(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn()``; if the session dies first, cancel it and raise the session's error."""
+        """Run ``fn()``; if the session dies first, cancel it and raise ConnectionLostError.
+
+        If ``fn`` fails while the session is dead (a Solve failing with "no active
+        session", say), the session's error is raised with ``fn``'s as its cause.
+        """
         self.raise_if_closed()
-        result: list[T] = []
+        outcome: list[T] = []
+        failure: list[Exception] = []
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
@@ -481,12 +536,20 @@ class SessionHandle:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
-            result.append(await fn())
+            # fn's own exception is kept outside the task group, which would wrap it
+            # in an ExceptionGroup.
+            try:
+                outcome.append(await fn())
+            except Exception as e:
+                failure.append(e)
             tg.cancel_scope.cancel()
-        if not result:
-            self.raise_if_closed()
-            raise ConnectionLostError(self.label, "session closed")  # pragma: no cover
-        return result[0]
+        if failure:
+            if self._exception is not None:
+                raise self._lost() from failure[0]
+            raise failure[0]
+        if outcome:
+            return outcome[0]
+        raise self._lost()
 
     def _fail(self, exc: BaseException) -> None:
         if self._exception is None and not self.closed.is_set():

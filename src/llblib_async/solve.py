@@ -99,7 +99,8 @@ async def solve(
     failing step's name and log tail), :class:`~llblib_async.errors.ConnectionLostError`
     when the daemon goes away mid-build.
     """
-    definition = target if isinstance(target, llb.Definition) else llb.marshal(target)
+    # marshal_async resolves lazy states (e.g. images pinned at marshal time) first.
+    definition = target if isinstance(target, llb.Definition) else await llb.marshal_async(target)
     for name, path in definition.locals.items():
         if not path.is_dir():
             reason = "does not exist" if not path.exists() else "is not a directory"

@@ -15,36 +15,138 @@ Build immutable :class:`State` values and marshal them::
 
 Nothing here does I/O or needs a daemon; a solver sends the Definition and
 serves ``Definition.locals``.
+
+Sources: :func:`image`, :func:`local`, :func:`git`, :func:`http`,
+:func:`oci_layout`, :func:`image_blob`, :func:`oci_layout_blob`, and
+:func:`from_definition` (a State backed by an already-marshaled graph).  Every
+op builder takes per-op :class:`Constraints` (``constraints=``, plus the
+``name=``/``description=``/``ignore_cache=`` shorthands): progress name and
+description, :class:`ProgressGroup`, worker filters, cache options.  A State
+whose graph needs I/O to build is :func:`lazy`; :func:`marshal_async`
+resolves such States, then marshals.
 """
 
+from . import config_ops
+from .async_state import LazyContext, LazyFn, UnresolvedLazyStateError, lazy, marshal_async, resolve_lazy
+from .config_ops import (
+    ImageDefinition,
+    image_config_from_definition,
+    image_defaults,
+    marshal_with_image_config,
+    resolve_image,
+)
+from .definition_import import InvalidDefinitionError, from_definition
+from .diff import diff
+from .exec import (
+    CDIDevice,
+    ExecState,
+    Mount,
+    ProxyEnv,
+    SecretMount,
+    SSHMount,
+    bind,
+    cache_mount,
+    secret_mount,
+    ssh_mount,
+    tmpfs,
+)
 from .fileop import FileAction, Owner, copy, mkdir, mkfile, rm, symlink
+from .git import GitURLError, git
+from .http import http
+from .image_config import (
+    CachingResolver,
+    ContainerConfig,
+    HealthCheck,
+    History,
+    ImageConfig,
+    ImageConfigError,
+    ImageConfigResolver,
+    ResolvedImageConfig,
+    RootFS,
+    RunConfig,
+    resolve_image_config,
+)
 from .marshal import Definition, digest, marshal
+from .merge import merge
+from .meta import Ulimit, shlex_split
+from .oci import oci_layout, oci_layout_blob
 from .platform import Platform, default_platform
 from .reference import InvalidReferenceError, normalize_image_ref
-from .source import default_local_name, default_local_unique_id, image, local
+from .source import default_local_name, default_local_unique_id, image, image_blob, local
 from .state import State, scratch
-from .vertex import OpMetadata
+from .vertex import Constraints, OpMetadata, ProgressGroup
+from .yaml import to_yaml, to_yaml_tree
 
 __all__ = [
+    "CDIDevice",
+    "CachingResolver",
+    "Constraints",
+    "ContainerConfig",
     "Definition",
+    "ExecState",
     "FileAction",
+    "GitURLError",
+    "HealthCheck",
+    "History",
+    "ImageConfig",
+    "ImageConfigError",
+    "ImageConfigResolver",
+    "ImageDefinition",
+    "InvalidDefinitionError",
     "InvalidReferenceError",
+    "LazyContext",
+    "LazyFn",
+    "Mount",
     "OpMetadata",
     "Owner",
     "Platform",
+    "ProgressGroup",
+    "ProxyEnv",
+    "ResolvedImageConfig",
+    "RootFS",
+    "RunConfig",
+    "SSHMount",
+    "SecretMount",
     "State",
+    "Ulimit",
+    "UnresolvedLazyStateError",
+    "bind",
+    "cache_mount",
+    "config_ops",
     "copy",
     "default_local_name",
     "default_local_unique_id",
     "default_platform",
+    "diff",
     "digest",
+    "from_definition",
+    "git",
+    "http",
     "image",
+    "image_blob",
+    "image_config_from_definition",
+    "image_defaults",
+    "lazy",
     "local",
     "marshal",
+    "marshal_async",
+    "marshal_with_image_config",
+    "merge",
     "mkdir",
     "mkfile",
     "normalize_image_ref",
+    "oci_layout",
+    "oci_layout_blob",
+    "resolve_image",
+    "resolve_image_config",
+    "resolve_lazy",
     "rm",
     "scratch",
+    "secret_mount",
+    "shlex_split",
+    "ssh_mount",
     "symlink",
+    "tmpfs",
+    "to_yaml",
+    "to_yaml_tree",
 ]

@@ -166,12 +166,20 @@ def encode_op_metadata(
     description: Mapping[str, str],
     export_cache: bool | None,
     caps: Iterable[str],
+    progress_group: tuple[str, str, bool] | None = None,
 ) -> bytes:
-    """``pb.OpMetadata`` (ignore_cache=1, description=2, export_cache=4, caps=5), maps sorted."""
+    """``pb.OpMetadata`` (ignore_cache=1, description=2, export_cache=4, caps=5, progress_group=6).
+
+    Maps sorted; ``progress_group`` is ``(id, name, weak)``, written (even when
+    all empty) whenever it is set, like any set sub-message.
+    """
     out = bool_field(1, ignore_cache) + str_map(2, description)
     if export_cache is not None:
         out += len_field(4, bool_field(1, export_cache))
     out += b"".join(len_field(5, len_field(1, c.encode()) + b"\x10\x01") for c in sorted(caps))
+    if progress_group is not None:
+        pg_id, pg_name, pg_weak = progress_group
+        out += len_field(6, str_field(1, pg_id) + str_field(2, pg_name) + bool_field(3, pg_weak))
     return out
 
 

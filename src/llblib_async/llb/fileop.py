@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 from . import _paths, _wire
-from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex
+from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, follow_input
 
 if TYPE_CHECKING:
     from .state import State
@@ -597,6 +597,8 @@ class FileOp(Vertex):
         input_msgs: list[bytes] = []
 
         def add(out: Output) -> int:
+            if out.vertex._indirect:  # an llb.lazy State: refer to the op it resolved to
+                out = follow_input(out, ctx)
             digest = ctx.marshaled(out.vertex).digest
             k = (digest, out.index)
             i = index.get(k)
@@ -626,7 +628,13 @@ class FileOp(Vertex):
             )
             for k, spec in enumerate(self.actions)
         )
-        data = _wire.encode_op(inputs=input_msgs, platform=None, op_field=_wire.OP_FILE, op_payload=actions)
+        data = _wire.encode_op(
+            inputs=input_msgs,
+            platform=None,
+            worker_filters=self.constraints.require,
+            op_field=_wire.OP_FILE,
+            op_payload=actions,
+        )
         # Go's FileOp only ever records file.base: its per-action addCaps loop runs over an empty
         # list (client/llb fileop.go), so e.g. file.symlink.create is never sent.  Matching that
         # keeps our Definitions identical to Go's.

@@ -19,7 +19,7 @@ from .._pb import pb
 from . import _wire
 from .platform import Platform, default_platform
 from .state import State
-from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled
+from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled, follow
 
 __all__ = ["Definition", "digest", "marshal"]
 
@@ -58,6 +58,13 @@ class Definition:
                 description=dict(m.description),
                 export_cache=pb.ExportCache(value=m.export_cache) if m.export_cache is not None else None,
                 caps={c: True for c in sorted(m.caps)},
+                progress_group=(
+                    pb.ProgressGroup(
+                        id=m.progress_group.id, name=m.progress_group.name, weak=m.progress_group.weak
+                    )
+                    if m.progress_group is not None
+                    else None
+                ),
             )
             for d, m in sorted(self.metadata.items())
         }
@@ -93,14 +100,18 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
     Each op is encoded once and memoised per default platform, so re-marshaling
     a graph, or a bigger graph sharing parts of it, does not re-encode them.
     Raises :class:`ValueError` if two ``local://`` sources share a name but point
-    at different host directories.
+    at different host directories, and
+    :class:`~llblib_async.llb.UnresolvedLazyStateError` if the graph has
+    ``llb.lazy`` States not resolved yet for this platform (use
+    :func:`~llblib_async.llb.marshal_async`).
     """
-    if state.output is None:
+    ctx = _context(platform)
+    head = None if state.output is None else follow(state.output, ctx)
+    if head is None:
         return Definition(
             ops=(), digests=(), metadata=MappingProxyType({}), locals=MappingProxyType({}), head_digest=None
         )
-    ctx = _context(platform)
-    root = state.output.vertex
+    root = head.vertex
     ensure_marshaled(root, ctx)
 
     ops: list[bytes] = []
@@ -118,6 +129,13 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
         inputs = vertex._inputs()
         while next_input < len(inputs):
             child = inputs[next_input].vertex
+            if child._indirect:
+                # An llb.lazy input: walk the op it resolved to (none if scratch; the op encodes that).
+                target = follow(inputs[next_input], ctx)
+                if target is None:
+                    next_input += 1
+                    continue
+                child = target.vertex
             next_input += 1
             if child not in visited:
                 visited.add(child)
@@ -142,7 +160,7 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
                 digests.append(dgst)
 
     head_digest = root._memo[key].digest
-    terminal = _wire.encode_terminal(head_digest, state.output.index)
+    terminal = _wire.encode_terminal(head_digest, head.index)
     terminal_digest = "sha256:" + hashlib.sha256(terminal).hexdigest()
     caps = set(_TERMINAL_CAPS)
     for meta in metadata.values():
@@ -171,6 +189,8 @@ def digest(state: State, *, platform: Platform | str | None = None) -> str:
     default).  All outputs of one op share its digest.  Raises
     :class:`ValueError` for ``scratch()``, which has no op.
     """
-    if state.output is None:
+    ctx = _context(platform)
+    head = None if state.output is None else follow(state.output, ctx)
+    if head is None:
         raise ValueError("scratch() has no op and therefore no digest")
-    return ensure_marshaled(state.output.vertex, _context(platform)).digest
+    return ensure_marshaled(head.vertex, ctx).digest

@@ -1,8 +1,12 @@
-"""Source ops: where a filesystem comes from (``docker-image://``, ``local://``; later git, http…).
+"""Source ops: where a filesystem comes from — ``docker-image://`` and ``local://`` here;
+``git://`` (:mod:`.git`), ``http(s)://`` (:mod:`.http`) and ``oci-layout://`` (:mod:`.oci`)
+build on :class:`SourceOp` too.
 
 A source op is an identifier plus string attrs.  The caps each attr needs follow
 Go's ``addCap`` calls in client/llb ``source.go`` so the daemon can refuse early
-if it lacks a feature.
+if it lacks a feature.  Every source takes per-op ``constraints=`` (an
+:class:`~llblib_async.llb.Constraints`) plus the ``name``/``description``/``ignore_cache``
+shorthands.
 """
 
 from __future__ import annotations
@@ -15,17 +19,36 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from . import _wire
 from .platform import Platform
-from .reference import normalize_image_ref
+from .reference import InvalidReferenceError, normalize_image_ref
 from .state import State
-from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex
+from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, op_constraints
 
-__all__ = ["SourceOp", "image", "local"]
+__all__ = [
+    "RecordType",
+    "ResolveMode",
+    "SourceOp",
+    "blob_identifier",
+    "check_digest",
+    "check_positive",
+    "file_attrs",
+    "image",
+    "image_blob",
+    "local",
+    "source_state",
+]
 
-ResolveMode = Literal["default", "pull", "local"]
+ResolveMode: TypeAlias = Literal["default", "pull", "local"]
+"""``default``: use the daemon's cache, pull when missing; ``pull``: always check the
+registry; ``local``: prefer an image the daemon already has."""
+
+RecordType: TypeAlias = Literal["regular", "internal", "frontend"]
+"""How the daemon accounts the pulled image in disk usage (``buildctl du``)."""
+
+_DIGEST_RE = re.compile(r"(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})", re.ASCII)
 
 _LOCAL_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+", re.ASCII)
 
@@ -62,7 +85,11 @@ class SourceOp(Vertex):
             )
         payload = _wire.str_field(1, self.identifier) + _wire.str_map(2, dict(self.attrs))
         data = _wire.encode_op(
-            inputs=(), platform=platform_bytes, op_field=_wire.OP_SOURCE, op_payload=payload
+            inputs=(),
+            platform=platform_bytes,
+            worker_filters=self.constraints.require,
+            op_field=_wire.OP_SOURCE,
+            op_payload=payload,
         )
         return data, self.constraints.metadata(self.caps)
 
@@ -79,14 +106,35 @@ def _platform_specific(identifier: str) -> bool:
     return identifier.startswith(("docker-image://", "oci-layout://"))
 
 
+def check_digest(value: str, what: str) -> str:
+    """``value`` if it is a valid content digest (``sha256:`` + 64 lowercase hex, or sha384/sha512).
+
+    Go passes digests through and the daemon rejects bad ones when the build
+    runs; checking them here reports the mistake where it was made.
+    """
+    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
+        raise ValueError(f"{what} must be a digest like 'sha256:<64 hex digits>', not {value!r}")
+    return value
+
+
+def source_state(vertex: SourceOp, platform: Platform | None = None) -> State:
+    """The State of a new source: its output, and (normalized, as Go's ``NewState``) its platform."""
+    return State(output=Output(vertex, 0), platform=None if platform is None else platform.normalize())
+
+
 def image(
     ref: str,
     *,
     platform: Platform | str | None = None,
     resolve_mode: ResolveMode | None = None,
+    digest: str | None = None,
+    checksum: str | None = None,
+    layer_limit: int | None = None,
+    record_type: RecordType | None = None,
     name: str | None = None,
     description: Mapping[str, str] | None = None,
     ignore_cache: bool = False,
+    constraints: Constraints | None = None,
 ) -> State:
     """A container image from a registry (Go's ``llb.Image``).
 
@@ -95,10 +143,30 @@ def image(
     :class:`~llblib_async.llb.InvalidReferenceError`.  ``platform`` (a
     :class:`Platform` or ``"linux/arm64"``) picks the image variant and becomes
     the State's platform; by default the marshal's default platform is used.
-    ``resolve_mode`` ``"pull"`` always contacts the registry, ``"local"`` prefers
-    the daemon's cached image.
+
+    * ``resolve_mode``: ``"pull"`` always contacts the registry, ``"local"``
+      prefers the daemon's cached image (Go's ``ResolveMode…``).
+    * ``digest``: pin the ref to a manifest digest — ``image("busybox:1.36",
+      digest="sha256:…")`` is ``docker-image://docker.io/library/busybox:1.36@sha256:…``,
+      exactly what Go's ``llb.Image(ref, WithMetaResolver(r), ResolveDigest(true))``
+      produces after resolving; the tag is kept for display, the digest decides
+      what is pulled.  A ref that already has a digest must agree with it.
+      (Resolving a tag to its digest needs the registry: do it with a resolver
+      and pass the result, or inside an ``llb.lazy`` State.)
+    * ``checksum``: the daemon fails the build unless the resolved manifest has
+      this digest (Go's ``WithImageChecksum``).
+    * ``layer_limit``: use only the first N layers of the image (``WithLayerLimit``).
+    * ``record_type``: ``"internal"``/``"frontend"`` mark the pulled image as
+      build machinery in disk-usage records (``MarkImageInternal``).
     """
     normalized = normalize_image_ref(ref)
+    if digest is not None:
+        check_digest(digest, "image digest")
+        if "@" in normalized:
+            if normalized.rpartition("@")[2] != digest:
+                raise InvalidReferenceError(ref, f"its digest differs from digest={digest!r}")
+        else:
+            normalized = normalize_image_ref(normalized + "@" + digest)
     plat = Platform.parse(platform) if isinstance(platform, str) else platform
     attrs: dict[str, str] = {}
     caps = {"source.image"}
@@ -109,14 +177,94 @@ def image(
         if resolve_mode == "pull":
             # Go requires the cap only for the security-relevant forced pull.
             caps.add("source.image.resolvemode")
+    if record_type is not None:
+        if record_type not in ("regular", "internal", "frontend"):
+            raise ValueError(f"record_type must be 'regular', 'internal' or 'frontend', not {record_type!r}")
+        attrs["image.recordtype"] = record_type
+    if layer_limit is not None:
+        attrs["image.layerlimit"] = str(check_positive(layer_limit, "layer_limit"))
+        caps.add("source.image.layerlimit")
+    if checksum is not None:
+        attrs["image.checksum"] = check_digest(checksum, "image checksum")
+        caps.add("source.image.checksum")
     vertex = SourceOp(
         identifier="docker-image://" + normalized,
         attrs=tuple(sorted(attrs.items())),
         caps=frozenset(caps),
-        constraints=Constraints.of(name=name, description=description, ignore_cache=ignore_cache),
+        constraints=op_constraints(
+            constraints, name=name, description=description, ignore_cache=ignore_cache
+        ),
         platform=plat,
     )
-    return State(output=Output(vertex, 0), platform=plat)
+    return source_state(vertex, plat)
+
+
+def blob_identifier(scheme: str, ref: str) -> str:
+    """``<scheme>://<normalized name>@<digest>`` for a blob ref (Go's ``ImageBlob``/``OCILayoutBlob``).
+
+    The ref must carry a digest and no tag.
+    """
+    normalized = normalize_image_ref(ref)
+    name, at, dgst = normalized.partition("@")
+    if not at:
+        raise InvalidReferenceError(ref, "a blob reference needs a digest (name@sha256:…)")
+    if ":" in name.rpartition("/")[2]:
+        raise InvalidReferenceError(ref, "a blob reference must not have a tag")
+    return f"{scheme}://{name}@{dgst}"
+
+
+def file_attrs(filename: str | None, chmod: int | None, uid: int | None, gid: int | None) -> dict[str, str]:
+    """The single-file attrs shared by http and blob sources (Go's ``fileInfo``): name, mode, owner.
+
+    ``chmod`` keeps the permission bits only and 0 means "default"; a 0 uid or
+    gid is not sent (both as in Go).
+    """
+    attrs: dict[str, str] = {}
+    if filename:
+        attrs["http.filename"] = filename
+    if chmod is not None and chmod & 0o777:
+        attrs["http.perm"] = "0" + format(chmod & 0o777, "o")  # Go: "0" + strconv.FormatInt(perm, 8)
+    if uid:
+        attrs["http.uid"] = str(uid)
+    if gid:
+        attrs["http.gid"] = str(gid)
+    return attrs
+
+
+def image_blob(
+    ref: str,
+    *,
+    filename: str | None = None,
+    chmod: int | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    name: str | None = None,
+    description: Mapping[str, str] | None = None,
+    ignore_cache: bool = False,
+    constraints: Constraints | None = None,
+) -> State:
+    """One blob of a registry repository as a one-file filesystem (Go's ``llb.ImageBlob``).
+
+    ``ref`` is ``<repository>@<digest>`` (no tag), e.g. a layer or config blob;
+    the daemon fetches it by digest and verifies it.  ``filename`` (default: the
+    digest's hex), ``chmod``, ``uid``/``gid`` shape the file like :func:`~llblib_async.llb.http`.
+    """
+    vertex = SourceOp(
+        identifier=blob_identifier("docker-image+blob", ref),
+        attrs=tuple(sorted(file_attrs(filename, chmod, uid, gid).items())),
+        caps=frozenset({"source.imageblob"}),
+        constraints=op_constraints(
+            constraints, name=name, description=description, ignore_cache=ignore_cache
+        ),
+    )
+    return source_state(vertex)
+
+
+def check_positive(value: int, what: str) -> int:
+    """``value`` if it is an int > 0 (the daemon rejects layer limits <= 0: "invalid layer limit")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive int, not {value!r}")
+    return value
 
 
 def _go_json_strings(values: tuple[str, ...]) -> str:
@@ -169,6 +317,7 @@ def local(
     custom_name: str | None = None,
     description: Mapping[str, str] | None = None,
     ignore_cache: bool = False,
+    constraints: Constraints | None = None,
 ) -> State:
     """A directory on the client host, sent to BuildKit by the solver (Go's ``llb.Local``).
 
@@ -179,7 +328,8 @@ def local(
     directory.  ``session_id`` pins the source to one session; without it the
     op gets ``local.unique`` = ``unique_id`` (default:
     :func:`default_local_unique_id`), as Go adds one.  ``custom_name`` is the
-    progress name (``name`` is already the source name here).
+    progress name (``name`` is already the source name here); ``constraints``
+    adds any other per-op :class:`~llblib_async.llb.Constraints`.
     """
     host_dir = Path(os.path.abspath(os.fspath(path)))
     if name is None:
@@ -220,7 +370,9 @@ def local(
         identifier="local://" + name,
         attrs=tuple(sorted(attrs.items())),
         caps=frozenset(caps),
-        constraints=Constraints.of(name=custom_name, description=description, ignore_cache=ignore_cache),
+        constraints=op_constraints(
+            constraints, name=custom_name, description=description, ignore_cache=ignore_cache
+        ),
         local_dir=host_dir,
     )
     return State(output=Output(vertex, 0))

@@ -3,36 +3,48 @@
 A State is a value: every method returns a new State and never changes the one
 it is called on, so States can be shared freely between coroutines and reused
 as bases for many branches.  Settings that do not produce ops (working dir,
-platform — later env, user, args…) live on the State itself, not on the ops.
+platform, and the exec settings env, user, args… of :mod:`.meta`) live on the
+State itself, not on the ops.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Self
 
 from . import _paths
 from .fileop import FileAction, FileOp, Owner, copy, mkdir, mkfile, rm, symlink
+from .image_config import ImageConfig
+from .meta import NO_EXEC_META, ExecMeta, ExecSettings, NetworkMode, SecurityMode, Ulimit
 from .platform import Platform
 from .vertex import Constraints, Output
+
+if TYPE_CHECKING:
+    from .exec import CDIDevice, ExecState, MountSpec, ProxyEnv
 
 __all__ = ["State", "scratch"]
 
 
 @dataclass(frozen=True, slots=True)
-class State:
+class State(ExecSettings):
     """A node of the build graph as seen by the user: ``output`` (``None`` = scratch) + settings.
 
     ``working_dir`` resolves relative paths of file ops (Go's ``Dir``, default
     ``/``); ``platform`` is the platform the state was created for (set by
-    ``image(platform=…)`` or :meth:`with_platform`; ``None`` = the marshal default).
+    ``image(platform=…)`` or :meth:`with_platform`; ``None`` = the marshal default);
+    ``exec_meta`` holds the settings :meth:`run` uses (``with_env``, ``with_user``…);
+    ``image_config`` the OCI image config to export with this filesystem
+    (:meth:`with_image_config`, helpers in :mod:`.config_ops`).
     Two States are equal when they point at the same output with the same settings.
     """
 
     output: Output | None = None
     working_dir: str = "/"
     platform: Platform | None = None
+    exec_meta: ExecMeta = NO_EXEC_META
+    image_config: ImageConfig | None = None
 
     @property
     def is_scratch(self) -> bool:
@@ -51,7 +63,107 @@ class State:
         """A State with the same settings whose filesystem is ``output`` (op builders use this)."""
         # Hot path of every op builder; dataclasses.replace() is ~5x slower.  Keep this call in sync
         # with the field list (a unit test checks that every field survives).
-        return State(output, self.working_dir, self.platform)
+        return State(output, self.working_dir, self.platform, self.exec_meta, self.image_config)
+
+    def with_image_config(self, config: ImageConfig | None) -> State:
+        """A State carrying ``config`` as its image config (``None`` drops it); nothing else changes.
+
+        Derived States (file ops, ``run`` roots, merges, diffs) keep it; the
+        helpers in :mod:`llblib_async.llb.config_ops` change it and record
+        history.  To also take over an image's env, dir and user, use
+        ``config_ops.image_defaults(config)``.
+        """
+        return replace(self, image_config=config)
+
+    def apply(self, *options: Callable[[State], State]) -> State:
+        """Apply state options in order: ``st.apply(f, g)`` is ``g(f(st))`` (Go's ``State.With``).
+
+        Options are plain functions ``State -> State``, such as the helpers of
+        :mod:`llblib_async.llb.config_ops`.
+        """
+        state: State = self
+        for option in options:
+            state = option(state)
+        return state
+
+    def _with_exec_meta(self, meta: ExecMeta) -> Self:
+        return replace(self, exec_meta=meta)
+
+    # --- exec --------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        args: str | Sequence[str] | None = None,
+        *,
+        shell: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        hostname: str | None = None,
+        network: NetworkMode | None = None,
+        security: SecurityMode | None = None,
+        extra_hosts: Mapping[str, str] | None = None,
+        ulimits: Iterable[Ulimit | tuple[str, int, int]] = (),
+        cgroup_parent: str | None = None,
+        valid_exit_codes: Iterable[int] | None = None,
+        mounts: Iterable[MountSpec] = (),
+        secret_env: Mapping[str, str] | None = None,
+        proxy_env: ProxyEnv | None = None,
+        readonly_rootfs: bool = False,
+        cdi_devices: Iterable[CDIDevice | str] = (),
+        platform: Platform | str | None = None,
+        name: str | None = None,
+        description: Mapping[str, str] | None = None,
+        ignore_cache: bool = False,
+        constraints: Constraints | None = None,
+    ) -> ExecState:
+        """Run a command in a container whose root filesystem is this State (Go's ``State.Run``).
+
+        ``args`` is the command: a list is used as is, a str is split like Go's
+        ``llb.Shlex`` (no shell runs it; quotes group words) or, with
+        ``shell=True``, run as ``/bin/sh -c <args>``; ``None`` uses
+        :meth:`with_args`.  The other options override this State's settings for
+        this exec only: ``env`` is added, ``cwd`` resolves against the working
+        dir, ``extra_hosts`` and ``ulimits`` are appended.  ``mounts`` are made by
+        ``llb.bind``/``cache_mount``/``tmpfs``/``secret_mount``/``ssh_mount``;
+        ``secret_env`` maps env var names to secret ids.  ``valid_exit_codes``
+        lists the exit codes that count as success (default: only 0).
+        ``readonly_rootfs`` mounts this State read-only (the root output is then
+        this State).  ``name`` is the progress name; ``ignore_cache`` re-runs the
+        command even when cached; ``constraints`` adds other per-op
+        :class:`~llblib_async.llb.Constraints`.
+
+        Returns an :class:`~llblib_async.llb.ExecState`: the root filesystem
+        after the command, keeping this State's settings; its ``get_mount(dest)``
+        gives the other writable mounts.
+        """
+        from .exec import build_exec  # exec.py builds on State: imported late to avoid a cycle
+
+        return build_exec(
+            self,
+            args,
+            shell=shell,
+            env=env,
+            cwd=cwd,
+            user=user,
+            hostname=hostname,
+            network=network,
+            security=security,
+            extra_hosts=extra_hosts,
+            ulimits=ulimits,
+            cgroup_parent=cgroup_parent,
+            valid_exit_codes=valid_exit_codes,
+            mounts=mounts,
+            secret_env=secret_env,
+            proxy_env=proxy_env,
+            readonly_rootfs=readonly_rootfs,
+            cdi_devices=cdi_devices,
+            platform=platform,
+            name=name,
+            description=description,
+            ignore_cache=ignore_cache,
+            constraints=constraints,
+        )
 
     # --- file operations ----------------------------------------------------------------------
 
@@ -62,15 +174,19 @@ class State:
         name: str | None = None,
         description: Mapping[str, str] | None = None,
         ignore_cache: bool = False,
+        constraints: Constraints | None = None,
     ) -> State:
         """Apply a chain of file actions to this State as one file op (Go's ``State.File``).
 
         Relative paths in the actions resolve against this State's working dir.
-        ``name`` is the progress name (``llb.customname``).
+        ``name`` is the progress name (``llb.customname``); ``constraints`` adds
+        other per-op :class:`~llblib_async.llb.Constraints` (the shorthands win).
         """
-        constraints = Constraints.of(name=name, description=description, ignore_cache=ignore_cache)
+        op_constraints = Constraints.of(name=name, description=description, ignore_cache=ignore_cache)
+        if constraints is not None:
+            op_constraints = constraints.merge(op_constraints)
         op = FileOp.create(
-            base=self.output, base_dir=self.working_dir, action=action, constraints=constraints
+            base=self.output, base_dir=self.working_dir, action=action, constraints=op_constraints
         )
         return self.with_output(Output(op, 0))
 
@@ -84,10 +200,11 @@ class State:
         timestamp: int | datetime.datetime | None = None,
         name: str | None = None,
         ignore_cache: bool = False,
+        constraints: Constraints | None = None,
     ) -> State:
         """``self.file(mkdir(...))``: create a directory."""
         action = mkdir(path, mode, parents=parents, owner=owner, timestamp=timestamp)
-        return self.file(action, name=name, ignore_cache=ignore_cache)
+        return self.file(action, name=name, ignore_cache=ignore_cache, constraints=constraints)
 
     def mkfile(
         self,
@@ -99,10 +216,11 @@ class State:
         timestamp: int | datetime.datetime | None = None,
         name: str | None = None,
         ignore_cache: bool = False,
+        constraints: Constraints | None = None,
     ) -> State:
         """``self.file(mkfile(...))``: create a file holding ``data`` (str is UTF-8 encoded)."""
         action = mkfile(path, data, mode, owner=owner, timestamp=timestamp)
-        return self.file(action, name=name, ignore_cache=ignore_cache)
+        return self.file(action, name=name, ignore_cache=ignore_cache, constraints=constraints)
 
     def rm(
         self,
@@ -112,10 +230,11 @@ class State:
         allow_wildcard: bool = False,
         name: str | None = None,
         ignore_cache: bool = False,
+        constraints: Constraints | None = None,
     ) -> State:
         """``self.file(rm(...))``: remove a file or directory."""
         action = rm(path, allow_not_found=allow_not_found, allow_wildcard=allow_wildcard)
-        return self.file(action, name=name, ignore_cache=ignore_cache)
+        return self.file(action, name=name, ignore_cache=ignore_cache, constraints=constraints)
 
     def symlink(
         self,
@@ -126,10 +245,11 @@ class State:
         timestamp: int | datetime.datetime | None = None,
         name: str | None = None,
         ignore_cache: bool = False,
+        constraints: Constraints | None = None,
     ) -> State:
         """``self.file(symlink(...))``: create ``link`` pointing at ``target``."""
         action = symlink(target, link, owner=owner, timestamp=timestamp)
-        return self.file(action, name=name, ignore_cache=ignore_cache)
+        return self.file(action, name=name, ignore_cache=ignore_cache, constraints=constraints)
 
     def copy(
         self,
@@ -152,6 +272,7 @@ class State:
         required_paths: Iterable[str] = (),
         name: str | None = None,
         ignore_cache: bool = False,
+        constraints: Constraints | None = None,
     ) -> State:
         """``self.file(copy(...))``: copy ``src_path`` of ``src_state`` to ``dest_path`` of this State."""
         action = copy(
@@ -172,7 +293,7 @@ class State:
             always_replace_existing_dest_paths=always_replace_existing_dest_paths,
             required_paths=required_paths,
         )
-        return self.file(action, name=name, ignore_cache=ignore_cache)
+        return self.file(action, name=name, ignore_cache=ignore_cache, constraints=constraints)
 
     def __repr__(self) -> str:
         op = "scratch" if self.output is None else repr(self.output.vertex)

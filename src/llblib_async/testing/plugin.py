@@ -3,7 +3,8 @@
 Session scope: ``buildkit_binaries``, ``buildkitd`` (a :class:`BuildkitDaemon`),
 ``buildkit_address`` (str), ``registry`` and ``auth_registry`` (:class:`Registry`, the latter
 with basic auth, credentials in ``.auth``), ``busybox_rootfs`` (Path), ``dockerd``
-(:class:`DockerDaemon`).  Function scope: ``fresh_buildkitd``, a private daemon a test may
+(:class:`DockerDaemon`), ``busybox_image`` (a :class:`~llblib_async.testing.images.PushedImage`
+in ``registry``).  Function scope: ``fresh_buildkitd``, a private daemon a test may
 kill.
 
 The fixtures are synchronous (the daemons are subprocesses) and so work with any event
@@ -29,6 +30,7 @@ from ..errors import PrerequisiteError
 from .binaries import BuildkitBinaries, ensure_buildkit_binaries
 from .buildkitd import BuildkitDaemon
 from .dockerd import DockerDaemon
+from .images import PushedImage, push_busybox_image
 from .registry import Registry
 from .rootfs import busybox_rootfs as make_busybox_rootfs
 
@@ -160,3 +162,28 @@ def pytest_runtest_makereport(
             if callable(tail):
                 report.sections.append((f"{name} log (last lines)", str(tail())))
     return report
+
+
+@pytest.fixture(scope="session")
+def busybox_image(
+    request: pytest.FixtureRequest, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> PushedImage:
+    """A busybox image (``FROM scratch`` + the busybox rootfs) pushed to ``registry``.
+
+    Built and pushed once per session by the project's Go ``buildctl`` through the
+    session ``buildkitd``; ``.ref`` is ``127.0.0.1:PORT/busybox:latest``, ``.digest``
+    its manifest digest, ``.pinned_ref`` the ref by digest.
+    """
+    binaries: BuildkitBinaries = request.getfixturevalue("buildkit_binaries")
+    daemon: BuildkitDaemon = request.getfixturevalue("buildkitd")
+    rootfs: Path = request.getfixturevalue("busybox_rootfs")
+    workdir = tmp_path_factory.mktemp("busybox-image")
+    return _provision(
+        lambda: push_busybox_image(
+            buildctl=binaries.buildctl,
+            address=daemon.address,
+            rootfs=rootfs,
+            registry_host=registry.host,
+            workdir=workdir,
+        )
+    )

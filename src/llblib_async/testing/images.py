@@ -1,0 +1,127 @@
+"""Test images in the loopback registry: a busybox image built from the busybox rootfs.
+
+Tests that pull images (``llb.image``, ``llb.image_blob``, pinned digests) need an
+image in a registry, and there is no Docker Hub.  :func:`push_busybox_image`
+builds ``FROM scratch`` + ``COPY . /`` of the busybox root filesystem with the
+project's own Go ``buildctl`` (the Dockerfile frontend, not llblib-async: a bug
+in the code under test cannot hide in its own fixture) and pushes it to a
+:class:`~llblib_async.testing.Registry`.
+
+Pushing to a plain-HTTP ``127.0.0.1:PORT`` registry only needs the exporter's
+``registry.insecure=true``; pulling from it needs nothing, because BuildKit's
+resolver talks plain HTTP to loopback registries by default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PrerequisiteError
+from . import _proc
+
+__all__ = ["BUSYBOX_DOCKERFILE", "PushedImage", "push_busybox_image"]
+
+log = logging.getLogger("llblib_async.testing")
+
+BUSYBOX_DOCKERFILE = """\
+FROM scratch
+COPY . /
+ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
+CMD ["/bin/sh"]
+"""
+"""The Dockerfile of the busybox test image; the build context is the busybox rootfs."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushedImage:
+    """An image in a test registry.
+
+    ``repository`` is ``127.0.0.1:PORT/name``; ``digest`` the manifest digest the
+    registry serves for ``tag``, ``config_digest`` the digest of its config blob.
+    """
+
+    repository: str
+    tag: str
+    digest: str
+    config_digest: str
+
+    @property
+    def ref(self) -> str:
+        """``repository:tag``."""
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def pinned_ref(self) -> str:
+        """``repository@digest``: the same image, addressed by content."""
+        return f"{self.repository}@{self.digest}"
+
+
+def push_busybox_image(
+    *,
+    buildctl: Path,
+    address: str,
+    rootfs: Path,
+    registry_host: str,
+    workdir: Path,
+    name: str = "busybox",
+    tag: str = "latest",
+    timeout: float = 300.0,
+) -> PushedImage:
+    """Build the busybox image from ``rootfs`` with ``buildctl`` at ``address`` and push it.
+
+    ``registry_host`` is ``127.0.0.1:PORT``; ``workdir`` (created) receives the
+    Dockerfile, buildctl's metadata file and log.  Raises
+    :class:`~llblib_async.errors.PrerequisiteError` with the log's tail if the build
+    or the push fails.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    dockerfile_dir = workdir / "dockerfile"
+    dockerfile_dir.mkdir(exist_ok=True)
+    (dockerfile_dir / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
+    metadata_file = workdir / "metadata.json"
+    log_path = workdir / "buildctl.log"
+    repository = f"{registry_host}/{name}"
+    argv = [
+        str(buildctl), "--addr", address, "build",
+        "--frontend", "dockerfile.v0",
+        "--local", f"context={rootfs}",
+        "--local", f"dockerfile={dockerfile_dir}",
+        "--output", f"type=image,name={repository}:{tag},push=true,registry.insecure=true",
+        "--metadata-file", str(metadata_file),
+        "--progress", "plain",
+    ]  # fmt: skip
+    started = time.monotonic()
+    with log_path.open("wb") as log_file:
+        try:
+            proc = subprocess.run(
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=_proc.child_env(),
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise PrerequisiteError(
+                f"buildctl did not push {repository}:{tag} within {timeout:.0f}s; log:\n"
+                + _proc.log_tail(log_path)
+            ) from None
+    if proc.returncode != 0:
+        raise PrerequisiteError(
+            f"buildctl failed to push {repository}:{tag} (exit {proc.returncode}); log:\n"
+            + _proc.log_tail(log_path)
+        )
+    metadata = json.loads(metadata_file.read_text())
+    image = PushedImage(
+        repository=repository,
+        tag=tag,
+        digest=metadata["containerimage.digest"],
+        config_digest=metadata["containerimage.config.digest"],
+    )
+    log.info("pushed %s (%s) in %.2fs", image.ref, image.digest, time.monotonic() - started)
+    return image
