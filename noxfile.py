@@ -75,7 +75,9 @@ def oracle(session: nox.Session) -> None:
 
     Builds and runs the Go oracle (``go run`` in tests/llb_oracle, BuildKit pinned in its
     go.mod).  ``--check`` regenerates into a temporary file and fails on any difference
-    from the committed golden.json (CI runs this).
+    from the committed golden.json (CI runs this).  A cold first run downloads and
+    compiles client/llb's dependencies (~2-3 min on 2 CPUs); the tests' buildkitd build
+    then reuses both (same module versions, same ``-trimpath`` compile).
     """
     import os
 
@@ -86,6 +88,7 @@ def oracle(session: nox.Session) -> None:
         session.run(
             go,
             "run",
+            "-trimpath",  # same build flags as the buildkitd build of the tests: it reuses this compile
             ".",
             *(["-check", "golden.json"] if check else ["-o", "golden.json"]),
             env=env,

@@ -161,7 +161,7 @@ def build_oracle(workdir: Path) -> tuple[Path, float]:
     binary = workdir / "llboracle"
     t0 = time.perf_counter()
     subprocess.run(
-        [find_go(), "build", "-buildvcs=false", "-o", str(binary), "."],
+        [find_go(), "build", "-trimpath", "-buildvcs=false", "-o", str(binary), "."],
         cwd=ORACLE,
         env=go_env(),
         check=True,

@@ -9,5 +9,10 @@ BuildKit moves directories between client and daemon with the packet protocol of
 * :mod:`.walk` -- a synchronous walker producing fsutil ``Stat`` entries in Go's order,
   with fsutil's include/exclude/followpaths filtering;
 * :mod:`.send` -- the FileSync sender attachable (local directories -> daemon);
-* :mod:`.receive` -- the FileSend receiver attachable (exporter output -> client).
+* :mod:`.receive` -- the FileSend receiver attachable (exporter output -> client);
+* :mod:`.wire` -- the packet codec and the grpclib stream adapter;
+* :mod:`.beneath` -- descriptor-relative file access that never follows symlinks.
+
+Cross-checked against Go: ``tests/test_fsutil_unit.py`` builds fsutil's own walker
+from the Go module cache and compares every ``Stat`` field.
 """

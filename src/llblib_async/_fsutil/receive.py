@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import queue
 import shutil
@@ -463,74 +464,97 @@ async def receive_tree(
     index = 0
     walk_done = False
     fin_sent = False
+    # REQs are sent by their own task, never by the loop that reads the stream: if
+    # the sender stops reading while it is busy sending DATA (Go's sender does once
+    # 128 requests are queued), a loop blocked on sending a REQ would stop reading
+    # that DATA -- a deadlock (seen with 20k files). Go sends REQs from per-file
+    # goroutines for the same reason. A REQ is a few bytes, one per file.
+    requests, to_request = anyio.create_memory_object_stream[int](math.inf)
+    failure = wire.FirstFailure()
+
+    async def send_requests() -> None:
+        async with to_request:
+            async for file_id in to_request:
+                await conn.send(wire.encode_req(file_id))
+
+    async def read_stream() -> None:
+        nonlocal index, walk_done, fin_sent
+        with requests:
+            while True:
+                if walk_done and not pending and not fin_sent:
+                    # FIN only once everything is on disk, modes and directory mtimes
+                    # included.
+                    await disk.submit(writer.finish)
+                    await disk.barrier()
+                    stats.complete = True
+                    await conn.send(wire.FIN)
+                    fin_sent = True
+                data = await conn.recv()
+                if data is None:
+                    raise wire.TransferError("sender ended the stream before FIN", send_err=False)
+                p = wire.decode(data)
+                if p.type == wire.PT.PACKET_STAT:
+                    if walk_done:
+                        raise wire.TransferError("STAT after the end of the walk", Status.INVALID_ARGUMENT)
+                    if p.stat is None:
+                        walk_done = True
+                        continue
+                    st = p.stat
+                    is_dir = gomode.is_dir(st.mode)
+                    try:
+                        order.check(st.path, is_dir)
+                        if not is_dir and not gomode.is_symlink(st.mode):
+                            if st.linkname:
+                                validate_path(st.linkname)
+                                if st.linkname not in seen_files:
+                                    raise ValueError(
+                                        f"invalid link {st.path} to unknown path: {st.linkname!r}"
+                                    )
+                            else:
+                                seen_files.add(st.path)
+                    except ValueError as e:
+                        raise wire.TransferError(str(e), Status.INVALID_ARGUMENT) from e
+                    # Queued, not awaited: the disk thread runs operations in order, so
+                    # the file exists before its data is written.
+                    await disk.submit(writer.entry, st)
+                    if gomode.is_regular(st.mode) and not st.linkname:
+                        new_file = _Pending(st.path, st)
+                        pending[index] = new_file
+                        opened.append(new_file)
+                        requests.send_nowait(index)
+                    index += 1
+                    stats.entries += 1
+                elif p.type == wire.PT.PACKET_DATA:
+                    pf = pending.get(p.id)
+                    if pf is None:
+                        raise wire.TransferError(f"invalid file request {p.id}", Status.INVALID_ARGUMENT)
+                    if p.data:
+                        pf.buffered.append(p.data)
+                        pf.buffered_size += len(p.data)
+                        stats.bytes_received += len(p.data)
+                        if pf.buffered_size >= WRITE_BLOCK:
+                            chunk = pf.take()
+                            await disk.submit(writer.write, pf, chunk, False, nbytes=len(chunk))
+                    else:
+                        del pending[p.id]
+                        chunk = pf.take()
+                        await disk.submit(writer.write, pf, chunk, True, nbytes=len(chunk))
+                        stats.files += 1
+                elif p.type == wire.PT.PACKET_FIN:
+                    if not fin_sent:
+                        raise wire.TransferError("sender sent FIN before the transfer was complete")
+                    return
+                elif p.type == wire.PT.PACKET_ERR:
+                    msg = p.data.decode("utf-8", "replace")
+                    raise wire.TransferError(f"error from sender: {msg}", send_err=False)
+                # REQ makes no sense towards a receiver; Go ignores it too.
 
     try:
-        while True:
-            if walk_done and not pending and not fin_sent:
-                # FIN only once everything is on disk, modes and directory mtimes
-                # included.
-                await disk.submit(writer.finish)
-                await disk.barrier()
-                stats.complete = True
-                await conn.send(wire.FIN)
-                fin_sent = True
-            data = await conn.recv()
-            if data is None:
-                raise wire.TransferError("sender ended the stream before FIN", send_err=False)
-            p = wire.decode(data)
-            if p.type == wire.PT.PACKET_STAT:
-                if walk_done:
-                    raise wire.TransferError("STAT after the end of the walk", Status.INVALID_ARGUMENT)
-                if p.stat is None:
-                    walk_done = True
-                    continue
-                st = p.stat
-                is_dir = gomode.is_dir(st.mode)
-                try:
-                    order.check(st.path, is_dir)
-                    if not is_dir and not gomode.is_symlink(st.mode):
-                        if st.linkname:
-                            validate_path(st.linkname)
-                            if st.linkname not in seen_files:
-                                raise ValueError(f"invalid link {st.path} to unknown path: {st.linkname!r}")
-                        else:
-                            seen_files.add(st.path)
-                except ValueError as e:
-                    raise wire.TransferError(str(e), Status.INVALID_ARGUMENT) from e
-                # Queued, not awaited: the disk thread runs operations in order, so
-                # the file exists before its data is written.
-                await disk.submit(writer.entry, st)
-                if gomode.is_regular(st.mode) and not st.linkname:
-                    new_file = _Pending(st.path, st)
-                    pending[index] = new_file
-                    opened.append(new_file)
-                    await conn.send(wire.encode_req(index))
-                index += 1
-                stats.entries += 1
-            elif p.type == wire.PT.PACKET_DATA:
-                pf = pending.get(p.id)
-                if pf is None:
-                    raise wire.TransferError(f"invalid file request {p.id}", Status.INVALID_ARGUMENT)
-                if p.data:
-                    pf.buffered.append(p.data)
-                    pf.buffered_size += len(p.data)
-                    stats.bytes_received += len(p.data)
-                    if pf.buffered_size >= WRITE_BLOCK:
-                        chunk = pf.take()
-                        await disk.submit(writer.write, pf, chunk, False, nbytes=len(chunk))
-                else:
-                    del pending[p.id]
-                    chunk = pf.take()
-                    await disk.submit(writer.write, pf, chunk, True, nbytes=len(chunk))
-                    stats.files += 1
-            elif p.type == wire.PT.PACKET_FIN:
-                if not fin_sent:
-                    raise wire.TransferError("sender sent FIN before the transfer was complete")
-                return stats
-            elif p.type == wire.PT.PACKET_ERR:
-                msg = p.data.decode("utf-8", "replace")
-                raise wire.TransferError(f"error from sender: {msg}", send_err=False)
-            # REQ makes no sense towards a receiver; Go ignores it too.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(failure.wrap(tg.cancel_scope, send_requests))
+            tg.start_soon(failure.wrap(tg.cancel_scope, read_stream))
+        failure.raise_if_failed()
+        return stats
     except wire.TransferError as e:
         disk.abort = True
         if e.send_err:
