@@ -21,6 +21,7 @@ from .types import BuildkitInfo, UsageRecord, Worker
 
 if TYPE_CHECKING:
     from . import llb
+    from ._session import Attachable
     from .exporters import Export
     from .progress import ProgressSink
     from .solve import SolveResult
@@ -132,6 +133,8 @@ class Client:
         exports: Sequence[Export] = (),
         progress: ProgressSink | None = None,
         label: str = "",
+        attachables: Sequence[Attachable] = (),
+        entitlements: Sequence[str] = (),
     ) -> SolveResult:
         """Build ``target`` in a session of its own and run ``exports``.
 
@@ -139,7 +142,15 @@ class Client:
         """
         from .solve import solve
 
-        return await solve(self, target, exports=exports, progress=progress, label=label)
+        return await solve(
+            self,
+            target,
+            exports=exports,
+            progress=progress,
+            label=label,
+            attachables=attachables,
+            entitlements=entitlements,
+        )
 
     async def aclose(self) -> None:
         await self._conn.close()

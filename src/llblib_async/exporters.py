@@ -28,8 +28,8 @@ class _ClientExport:
         object.__setattr__(self, "dest", Path(self.dest))
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
 
-    def session_target(self) -> Target:
-        """How the session's FileSend receiver stores this exporter's output."""
+    def session_target(self) -> Target | None:
+        """How the session's FileSend receiver stores this exporter's output (None: not sent back)."""
         raise NotImplementedError
 
 

@@ -92,8 +92,14 @@ async def solve(
     exports: Sequence[Export] = (),
     progress: ProgressSink | None = None,
     label: str = "",
+    attachables: Sequence[Attachable] = (),
+    entitlements: Sequence[str] = (),
 ) -> SolveResult:
     """Build ``target`` on the daemon and run ``exports``; return the exporter response.
+
+    ``attachables`` are served in the request's session besides the local dirs and
+    export targets (secrets, ssh agents...); ``entitlements`` (``network.host``,
+    ``security.insecure``) must also be allowed by the daemon.
 
     Raises :class:`~llblib_async.errors.SolveError` when the build fails (with the
     failing step's name and log tail), :class:`~llblib_async.errors.ConnectionLostError`
@@ -109,16 +115,15 @@ async def solve(
     failure = _FailureContext()
     ref = new_id()
     session_id = new_id()
-    attachables: list[Attachable] = [
-        FileSyncProvider(definition.locals),
-        FileSendProvider({i: e.session_target() for i, e in enumerate(exports)}),
-    ]
+    targets = {i: t for i, e in enumerate(exports) if (t := e.session_target()) is not None}
+    served: list[Attachable] = [FileSyncProvider(definition.locals), FileSendProvider(targets), *attachables]
     exporters = [_exporter_pb(e) for e in exports]
     request = control.SolveRequest(
         ref=ref,
         definition=definition.to_pb(),
         session=session_id,
         exporters=exporters,
+        entitlements=list(entitlements),
     )
     if exporters and client.is_moby:
         # Daemons embedding BuildKit < v0.13 (Docker 20.10) read only the deprecated
@@ -139,7 +144,7 @@ async def solve(
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
     session = open_session(
-        client.connection.channel, session_id=session_id, attachables=attachables, address=client.address
+        client.connection.channel, session_id=session_id, attachables=served, address=client.address
     )
     async with session, anyio.create_task_group() as tg:
         tg.start_soon(follow_status)
