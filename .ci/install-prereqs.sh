@@ -20,6 +20,7 @@ PACKAGES=(
     iproute2        # `ip`: each test dockerd gets a private bridge
     mount           # mount/umount
     tar             # the dockerd tests import the busybox rootfs as an image
+    openssh-client  # ssh-agent, ssh-add, ssh-keygen for the SSH agent forwarding tests
     ca-certificates # Go fetches buildkit's module source from proxy.golang.org over HTTPS
 )
 

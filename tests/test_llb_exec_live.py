@@ -4,10 +4,10 @@ The rootfs of every exec is the busybox tree of the ``busybox_rootfs`` fixture
 copied onto scratch (no registry needed).  What a command saw is written to files
 that are then exported with :class:`~llblib_async.LocalExport` and read back.
 
-Not proven live here: secret mounts/env and SSH sockets (the session does not
-serve secrets or SSH agents yet; their op bytes are checked against Go in
-``tests/test_llb_exec_unit.py`` and the oracle), ``security="insecure"`` (needs the
-``security.insecure`` entitlement), CDI devices and proxy env.
+Secret mounts/env and SSH sockets are proven live in ``tests/test_secrets.py`` and
+``tests/test_ssh_sockets.py``.  Not proven live: ``security="insecure"`` (needs the
+``security.insecure`` entitlement), CDI devices and proxy env (their op bytes are
+checked against Go in ``tests/test_llb_exec_unit.py`` and the oracle).
 """
 
 from __future__ import annotations
