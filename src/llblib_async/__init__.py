@@ -8,6 +8,8 @@ solve them on a real buildkitd::
 """
 
 from . import llb
+from .attachables import ForwardedSocket, Secret, SecretError, Secrets, SocketForwards, SSHAgent
+from .auth import AuthConfigError, DockerAuthProvider
 from .client import Client, TLSConfig, connect
 from .errors import (
     AddressError,
@@ -20,7 +22,18 @@ from .errors import (
     PrerequisiteError,
     SolveError,
 )
-from .exporters import LocalExport, TarExport
+from .exporters import (
+    CacheExport,
+    CacheImport,
+    DockerExport,
+    ImageExport,
+    LocalExport,
+    MobyExport,
+    OCIExport,
+    OCILayoutExport,
+    TarExport,
+    UnsupportedExporterError,
+)
 from .progress import (
     NullProgress,
     PlainProgress,
@@ -28,32 +41,57 @@ from .progress import (
     RecordingProgress,
     StatusUpdate,
 )
+from .request import FileStat, Request, Result
+from .session import Session, SessionClosedError
 from .solve import SolveResult
+from .solver import Solver
 from .types import BuildkitInfo, UsageRecord, Worker
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AddressError",
+    "AuthConfigError",
     "BuildKitError",
     "BuildkitInfo",
+    "CacheExport",
+    "CacheImport",
     "Client",
     "ConnectionLostError",
     "DaemonError",
     "DaemonUnreachableError",
+    "DockerAuthProvider",
+    "DockerExport",
     "ExportError",
+    "FileStat",
+    "ForwardedSocket",
+    "ImageExport",
     "LocalDirError",
     "LocalExport",
+    "MobyExport",
     "NullProgress",
+    "OCIExport",
+    "OCILayoutExport",
     "PlainProgress",
     "PrerequisiteError",
     "ProgressSink",
     "RecordingProgress",
+    "Request",
+    "Result",
+    "SSHAgent",
+    "Secret",
+    "SecretError",
+    "Secrets",
+    "Session",
+    "SessionClosedError",
+    "SocketForwards",
     "SolveError",
     "SolveResult",
+    "Solver",
     "StatusUpdate",
     "TLSConfig",
     "TarExport",
+    "UnsupportedExporterError",
     "UsageRecord",
     "Worker",
     "connect",
