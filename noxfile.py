@@ -100,6 +100,8 @@ def oracle(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: ``nox -s bench`` runs every benchmarks/bench_*.py; ``nox -s bench -- marshal`` one.
 
+    ``upload`` and ``download`` are the two halves of bench_transfer.py (``transfer``: both).
+
     Arguments starting with ``-`` are passed to each benchmark (``-- marshal --sizes 1000``).
     """
     from pathlib import Path
@@ -108,7 +110,9 @@ def bench(session: nox.Session) -> None:
     names = [a for a in session.posargs if not a.startswith("-")]
     extra = [a for a in session.posargs if a.startswith("-")]
     available = sorted(p.stem.removeprefix("bench_") for p in Path("benchmarks").glob("bench_*.py"))
+    kinds = {"upload": "transfer", "download": "transfer"}  # bench_transfer.py upload|download
     for name in names or available:
-        if name not in available:
-            session.error(f"no benchmark {name!r}; available: {', '.join(available)}")
-        session.run("python", f"benchmarks/bench_{name}.py", *extra)
+        if name not in available and name not in kinds:
+            session.error(f"no benchmark {name!r}; available: {', '.join([*available, *kinds])}")
+        script = f"benchmarks/bench_{kinds.get(name, name)}.py"
+        session.run("python", script, *([name] if name in kinds else []), *extra)

@@ -259,11 +259,13 @@ def report_scaling(results: Results, small: int, big: int) -> None:
             continue
         (py_s, go_s), (py_b, go_b) = results[shape, small], results[shape, big]
         print(
-            f"  {shape:8} python: marshal time {growth(py_b, py_s, 'marshal_ns')}, "
+            f"  {shape:8} python: marshal time {growth(py_b, py_s, 'marshal_ns')} "
+            f"(cpu {growth(py_b, py_s, 'marshal_cpu_ns')}), "
             f"build time {growth(py_b, py_s, 'build_ns')}, "
             f"graph memory {growth(py_b, py_s, 'graph_live_bytes')}, "
             f"marshal memory {growth(py_b, py_s, 'marshal_peak_bytes')} | "
-            f"go: marshal time {growth(go_b, go_s, 'marshal_ns')}, "
+            f"go: marshal time {growth(go_b, go_s, 'marshal_ns')} "
+            f"(cpu {growth(go_b, go_s, 'marshal_cpu_ns')}), "
             f"graph memory {growth(go_b, go_s, 'graph_live_bytes')}"
         )
 

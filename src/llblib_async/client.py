@@ -22,7 +22,7 @@ from .types import BuildkitInfo, UsageRecord, Worker
 if TYPE_CHECKING:
     from . import llb
     from ._session import Attachable
-    from .exporters import Export
+    from .exporters import CacheExport, CacheImport, Export
     from .progress import ProgressSink
     from .solve import SolveResult
 
@@ -135,6 +135,8 @@ class Client:
         label: str = "",
         attachables: Sequence[Attachable] = (),
         entitlements: Sequence[str] = (),
+        cache_exports: Sequence[CacheExport] = (),
+        cache_imports: Sequence[CacheImport] = (),
     ) -> SolveResult:
         """Build ``target`` in a session of its own and run ``exports``.
 
@@ -150,6 +152,8 @@ class Client:
             label=label,
             attachables=attachables,
             entitlements=entitlements,
+            cache_exports=cache_exports,
+            cache_imports=cache_imports,
         )
 
     async def aclose(self) -> None:

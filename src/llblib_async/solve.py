@@ -24,7 +24,8 @@ from ._pb.moby.buildkit import v1 as control
 from ._session import Attachable, open_session
 from .client import Client, new_id
 from .errors import BuildKitError, LocalDirError, SolveError
-from .exporters import Export
+from .exporters import CacheExport, CacheImport, Export, UnsupportedExporterError, plan_cache
+from .llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 from .progress import NullProgress, ProgressSink, StatusUpdate
 
 # How long the Status stream may keep going after Solve returned before we stop
@@ -81,8 +82,21 @@ class _FailureContext:
         return enriched
 
 
-def _exporter_pb(export: Export) -> control.Exporter:
-    return control.Exporter(type=export.type, attrs=dict(export.attrs))
+def _exporter_pb(export: Export, image_config: llb.ImageConfig | None) -> control.Exporter:
+    attrs = dict(export.attrs)
+    if image_config is not None and getattr(export, "accepts_image_config", False):
+        # image/docker/oci/moby exporters read the config from this attr (spec §6)
+        attrs.setdefault(EXPORTER_IMAGE_CONFIG_KEY, image_config.to_json().decode())
+    return control.Exporter(type=export.type, attrs=attrs)
+
+
+def _unsupported_exporter(err: BuildKitError, exports: Sequence[Export]) -> UnsupportedExporterError | None:
+    """Map the daemon's "exporter not found" failure to a typed error."""
+    text = str(err)
+    for e in exports:
+        if f'exporter "{e.type}" could not be found' in text or f"exporter {e.type!r} not found" in text:
+            return UnsupportedExporterError(e.type, text)
+    return None
 
 
 async def solve(
@@ -94,8 +108,14 @@ async def solve(
     label: str = "",
     attachables: Sequence[Attachable] = (),
     entitlements: Sequence[str] = (),
+    cache_exports: Sequence[CacheExport] = (),
+    cache_imports: Sequence[CacheImport] = (),
 ) -> SolveResult:
     """Build ``target`` on the daemon and run ``exports``; return the exporter response.
+
+    Image exporters (``ImageExport``, ``DockerExport``, ``OCIExport``, ``MobyExport``)
+    without an explicit ``image_config`` get the State's image config.
+    ``cache_exports``/``cache_imports`` fill ``SolveRequest.cache``.
 
     ``attachables`` are served in the request's session besides the local dirs and
     export targets (secrets, ssh agents...); ``entitlements`` (``network.host``,
@@ -103,7 +123,9 @@ async def solve(
 
     Raises :class:`~llblib_async.errors.SolveError` when the build fails (with the
     failing step's name and log tail), :class:`~llblib_async.errors.ConnectionLostError`
-    when the daemon goes away mid-build.
+    when the daemon goes away mid-build, and
+    :class:`~llblib_async.exporters.UnsupportedExporterError` for an exporter the
+    daemon lacks (a classic Docker daemon has only ``moby``, ``local``, ``tar``).
     """
     # marshal_async resolves lazy states (e.g. images pinned at marshal time) first.
     definition = target if isinstance(target, llb.Definition) else await llb.marshal_async(target)
@@ -117,7 +139,11 @@ async def solve(
     session_id = new_id()
     targets = {i: t for i, e in enumerate(exports) if (t := e.session_target()) is not None}
     served: list[Attachable] = [FileSyncProvider(definition.locals), FileSendProvider(targets), *attachables]
-    exporters = [_exporter_pb(e) for e in exports]
+    cache = await plan_cache(cache_exports, cache_imports, exports)
+    if cache.store is not None:
+        served.append(cache.store)
+    image_config = target.image_config if isinstance(target, llb.State) else None
+    exporters = [_exporter_pb(e, image_config) for e in exports]
     request = control.SolveRequest(
         ref=ref,
         definition=definition.to_pb(),
@@ -125,6 +151,9 @@ async def solve(
         exporters=exporters,
         entitlements=list(entitlements),
     )
+    cache_options = cache.options_pb()
+    if cache_options is not None:
+        request.cache = cache_options
     if exporters and client.is_moby:
         # Daemons embedding BuildKit < v0.13 (Docker 20.10) read only the deprecated
         # single-exporter fields; newer ones ignore these when Exporters is set.
@@ -156,6 +185,10 @@ async def solve(
         # Let the Status stream deliver the last logs (it normally ends by itself).
         tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
     if failed is not None:
+        mapped = _unsupported_exporter(failed, exports)
+        if mapped is not None:
+            raise mapped from failed
         raise failure.enrich(failed)
     assert response is not None
+    await cache.finish(response.exporter_response)
     return SolveResult(ref=ref, exporter_response=MappingProxyType(dict(response.exporter_response)))

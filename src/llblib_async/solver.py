@@ -1,0 +1,138 @@
+"""The Solver: what the build requests of a program need from the client side.
+
+A :class:`Solver` collects local directories and attachables (secrets, socket
+forwards, auth...) and builds :class:`~llblib_async.Request` values; it knows
+nothing of the daemon until :meth:`Solver.session` opens one BuildKit session that
+serves all of it to any number of concurrent requests::
+
+    solver = Solver()
+    solver.add_attachable(secrets)
+    req = solver.build(state, label="app", exports=[LocalExport("out")])
+    async with llblib_async.connect() as client, solver.session(client) as session:
+        await session.do(req)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from . import llb
+from ._fsutil.receive import FileSendProvider
+from ._fsutil.send import FileSyncProvider
+from ._session import Attachable, open_session
+from .client import Client, new_id
+from .errors import LocalDirError
+from .exporters import Export
+from .progress import NullProgress, ProgressSink
+from .request import Request, ResultHandler
+from .session import Session
+
+__all__ = ["Solver"]
+
+
+class Solver:
+    """Collects locals and attachables; opens sessions (:meth:`session`); builds requests."""
+
+    def __init__(self) -> None:
+        self._locals: dict[str, Path] = {}
+        self._attachables: list[Attachable] = []
+        self._sessions: set[Session] = set()
+
+    @property
+    def locals(self) -> Mapping[str, Path]:
+        """Local directories known so far, by ``local://`` name."""
+        return MappingProxyType(dict(self._locals))
+
+    @property
+    def attachables(self) -> tuple[Attachable, ...]:
+        return tuple(self._attachables)
+
+    def add_local(self, name: str, path: str | Path) -> None:
+        """Register a local directory; open sessions start serving it at once.
+
+        Raises :class:`~llblib_async.errors.LocalDirError` if ``path`` is not a
+        directory or ``name`` is already registered for another directory.
+        """
+        path = Path(path).absolute()
+        if not path.is_dir():
+            reason = "does not exist" if not path.exists() else "is not a directory"
+            raise LocalDirError(name, str(path), reason)
+        current = self._locals.get(name)
+        if current is not None and current != path:
+            raise LocalDirError(name, str(path), f"the name is already registered for {current}")
+        for session in self._sessions:
+            session.add_local(name, path)
+        self._locals[name] = path
+
+    def add_attachable(self, attachable: Attachable) -> None:
+        """Serve ``attachable`` (an object with grpclib ``__mapping__()``) in sessions opened later.
+
+        The methods of a session are announced when it opens, so a session already
+        open does not get it.
+        """
+        if not callable(getattr(attachable, "__mapping__", None)):
+            raise TypeError(f"{attachable!r} is not an attachable (no __mapping__())")
+        self._attachables.append(attachable)
+
+    def build(
+        self,
+        target: llb.State | llb.Definition,
+        *,
+        label: str = "",
+        exports: Iterable[Export] = (),
+        on_result: ResultHandler | Iterable[ResultHandler] = (),
+        entitlements: Iterable[str] = (),
+        frontend_attrs: Mapping[str, str] | None = None,
+        evaluate: bool = False,
+    ) -> Request:
+        """A :class:`~llblib_async.Request` for ``target`` (a Definition's locals are registered now;
+        a State's when the request runs, as marshalling it may need the daemon)."""
+        if isinstance(target, llb.Definition):
+            for name, path in target.locals.items():
+                self.add_local(name, path)
+        return Request.of(
+            target,
+            label=label,
+            exports=exports,
+            on_result=on_result,
+            entitlements=entitlements,
+            frontend_attrs=frontend_attrs,
+            evaluate=evaluate,
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, client: Client, *, progress: ProgressSink | None = None
+    ) -> AsyncIterator[Session]:
+        """Open one BuildKit session serving this solver's locals and attachables.
+
+        Leaving the block cancels the requests still running (their ``do`` raises
+        :class:`~llblib_async.SessionClosedError`), waits for them, then closes the
+        session. A failure to close is raised as the one typed error the session
+        machinery reports (e.g. :class:`~llblib_async.errors.ConnectionLostError`).
+        """
+        filesync = FileSyncProvider(self._locals)
+        filesend = FileSendProvider({})
+        attachables: list[Attachable] = [filesync, filesend, *self._attachables]
+        async with open_session(
+            client.connection.channel,
+            session_id=new_id(),
+            attachables=attachables,
+            address=client.address,
+        ) as handle:
+            session = Session(
+                client,
+                handle,
+                filesync=filesync,
+                filesend=filesend,
+                progress=progress if progress is not None else NullProgress(),
+            )
+            self._sessions.add(session)
+            try:
+                yield session
+            finally:
+                self._sessions.discard(session)
+                await session._aclose()

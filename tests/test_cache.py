@@ -1,0 +1,182 @@
+"""Cache export/import on solve requests (``SolveRequest.cache``), against a private buildkitd.
+
+A step whose output is random (so a re-run would be visible) is built with a cache
+export, the daemon's build cache is pruned, and the rebuild with the matching cache
+import reports the step CACHED and produces the same bytes: with a separate
+``registry`` cache image (``mode=max``), with ``inline`` cache in a pushed image, and
+with a ``local`` cache directory (written and read through the session content store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import llblib_async
+from llblib_async import llb
+from llblib_async.exporters import CacheExport, CacheImport, Export, ImageExport, LocalExport
+from llblib_async.progress import VertexUpdate
+from llblib_async.testing import BuildkitDaemon, Registry
+from llblib_async.testing.images import PushedImage
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SOLVE_TIMEOUT = 180.0
+
+
+def _random_step(busybox: PushedImage, marker: str) -> llb.State:
+    ran = llb.image(busybox.ref).run(
+        f"echo {marker}; head -c 32 /dev/urandom | od -An -tx1 > /random", shell=True
+    )
+    return llb.scratch().copy(ran.root, "/random", "/random")
+
+
+def _step_vertex(progress: llblib_async.RecordingProgress, marker: str) -> VertexUpdate:
+    [vertex] = [v for v in progress.vertices.values() if marker in v.name]
+    return vertex
+
+
+async def _build(
+    client: llblib_async.Client,
+    state: llb.State,
+    dest: Path,
+    *,
+    exports: Sequence[Export] = (),
+    cache_exports: Sequence[CacheExport] = (),
+    cache_imports: Sequence[CacheImport] = (),
+) -> tuple[bytes, llblib_async.RecordingProgress]:
+    progress = llblib_async.RecordingProgress()
+    await asyncio.wait_for(
+        client.solve(
+            state,
+            exports=[LocalExport(dest), *exports],
+            progress=progress,
+            cache_exports=cache_exports,
+            cache_imports=cache_imports,
+        ),
+        SOLVE_TIMEOUT,
+    )
+    return await asyncio.to_thread((dest / "random").read_bytes), progress
+
+
+async def test_registry_cache_survives_a_prune(
+    fresh_buildkitd: BuildkitDaemon, registry: Registry, busybox_image: PushedImage, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex
+    state = _random_step(busybox_image, marker)
+    cache_ref = f"{registry.host}/llblib-cache/registry:{marker[:12]}"
+    async with llblib_async.connect(fresh_buildkitd.address) as client:
+        first, progress = await _build(
+            client,
+            state,
+            tmp_path / "first",
+            cache_exports=[CacheExport.registry(cache_ref, mode="max", insecure=True)],
+        )
+        assert not _step_vertex(progress, marker).cached
+        assert await client.prune(all=True)
+
+        second, progress = await _build(
+            client,
+            state,
+            tmp_path / "second",
+            cache_imports=[CacheImport.registry(cache_ref, insecure=True)],
+        )
+        assert _step_vertex(progress, marker).cached
+        assert second == first
+
+        # without an import the step runs again after a prune
+        await client.prune(all=True)
+        third, progress = await _build(client, state, tmp_path / "third")
+        assert not _step_vertex(progress, marker).cached
+        assert third != first
+
+
+async def test_inline_cache_in_a_pushed_image(
+    fresh_buildkitd: BuildkitDaemon, registry: Registry, busybox_image: PushedImage, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex
+    state = _random_step(busybox_image, marker)
+    image_ref = f"{registry.host}/llblib-cache/inline:{marker[:12]}"
+    async with llblib_async.connect(fresh_buildkitd.address) as client:
+        first, progress = await _build(
+            client,
+            state,
+            tmp_path / "first",
+            exports=[ImageExport(image_ref, push=True, insecure=True)],
+            cache_exports=[CacheExport.inline()],
+        )
+        assert not _step_vertex(progress, marker).cached
+        await client.prune(all=True)
+        second, progress = await _build(
+            client, state, tmp_path / "second", cache_imports=[CacheImport.registry(image_ref)]
+        )
+        assert _step_vertex(progress, marker).cached
+        assert second == first
+
+
+async def test_local_cache_dir_survives_a_prune(
+    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex
+    state = _random_step(busybox_image, marker)
+    cache_dir = tmp_path / "cache"
+    async with llblib_async.connect(fresh_buildkitd.address) as client:
+        # importing from a directory with no cache yet is skipped, as in Go
+        first, progress = await _build(
+            client,
+            state,
+            tmp_path / "first",
+            cache_exports=[CacheExport.local(cache_dir, mode="max")],
+            cache_imports=[CacheImport.local(cache_dir)],
+        )
+        assert not _step_vertex(progress, marker).cached
+        index = json.loads((cache_dir / "index.json").read_text())
+        [entry] = index["manifests"]
+        assert entry["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+        blob = cache_dir / "blobs" / "sha256" / entry["digest"].removeprefix("sha256:")
+        assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == entry["digest"]
+        assert not any((cache_dir / "ingest").iterdir())
+
+        await client.prune(all=True)
+        second, progress = await _build(
+            client, state, tmp_path / "second", cache_imports=[CacheImport.local(cache_dir)]
+        )
+        assert _step_vertex(progress, marker).cached
+        assert second == first
+
+
+async def test_cache_option_values() -> None:
+    export = CacheExport.registry(
+        "r/c:1", mode="max", image_manifest=True, oci_mediatypes=True, compression="zstd", ignore_error=True
+    )
+    assert export.to_pb().type == "registry"
+    assert export.to_pb().attrs == {
+        "ref": "r/c:1",
+        "mode": "max",
+        "image-manifest": "true",
+        "oci-mediatypes": "true",
+        "compression": "zstd",
+        "ignore-error": "true",
+    }
+    assert CacheExport.inline().to_pb().attrs == {}
+    assert dict(CacheImport.registry("r/c:1", insecure=True).attrs) == {
+        "ref": "r/c:1",
+        "registry.insecure": "true",
+    }
+    with pytest.raises(ValueError, match="mode"):
+        CacheExport.registry("r/c:1", mode="all")  # type: ignore[arg-type]
+    assert dict(CacheExport.local("/tmp/cache", mode="max", tag="v1").attrs) == {
+        "dest": "/tmp/cache",
+        "tag": "v1",
+        "mode": "max",
+    }
+    assert dict(CacheImport.local("/tmp/cache", digest="sha256:" + "0" * 64).attrs) == {
+        "src": "/tmp/cache",
+        "digest": "sha256:" + "0" * 64,
+    }
