@@ -34,7 +34,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
 from ..errors import PrerequisiteError
 
@@ -591,3 +592,18 @@ def create_bridge() -> tuple[str, ipaddress.IPv4Interface]:
         delete_links([name])
         raise
     return name, iface
+
+
+class StopOnExit:
+    """``with Daemon.start() as d:`` for the fixtures' daemons: leaving the block stops it."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

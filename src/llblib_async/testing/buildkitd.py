@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import grpclib.client
@@ -86,7 +85,7 @@ def _probe_workers(socket_path: Path) -> control.ListWorkersResponse | None:
     return response if response.record else None
 
 
-class BuildkitDaemon:
+class BuildkitDaemon(_proc.StopOnExit):
     """A running private buildkitd; create with :meth:`start`, end with :meth:`stop`.
 
     Usable as a context manager.  Attributes: :attr:`address` (``unix://…``, always the
@@ -228,14 +227,6 @@ class BuildkitDaemon:
             _proc.unregister_live(self)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else f"pid {self.pid}"

@@ -25,7 +25,6 @@ import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from ..errors import DaemonUnreachableError
@@ -66,7 +65,7 @@ def _unix_connectable(path: Path) -> bool | None:
     return True
 
 
-class DockerDaemon:
+class DockerDaemon(_proc.StopOnExit):
     """A running private dockerd; create with :meth:`start`, end with :meth:`stop`.
 
     :attr:`host` is ``unix:///…/docker.sock`` (a ``DOCKER_HOST`` value), :attr:`socket_path`
@@ -227,14 +226,6 @@ class DockerDaemon:
                 _proc.unregister_live(self)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<DockerDaemon {self.host}{' stopped' if self._stopped else ''}>"

@@ -20,7 +20,6 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from ..errors import DaemonUnreachableError, PrerequisiteError
@@ -54,7 +53,7 @@ def bcrypt_hash(password: str, rounds: int = 10) -> str:
     return hashed.decode()
 
 
-class Registry:
+class Registry(_proc.StopOnExit):
     """A running private registry; create with :meth:`start`, end with :meth:`stop`.
 
     :attr:`host` is ``127.0.0.1:PORT`` (use it in image references), :attr:`url` the
@@ -185,14 +184,6 @@ class Registry:
             _proc.unregister_live(self)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<Registry {self.url}{' (auth)' if self.auth else ''}{' stopped' if self._stopped else ''}>"
