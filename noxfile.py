@@ -102,13 +102,14 @@ def bench(session: nox.Session) -> None:
 
     ``upload`` and ``download`` are the two halves of bench_transfer.py (``transfer``: both).
 
-    Arguments starting with ``-`` are passed to each benchmark (``-- marshal --sizes 1000``).
+    The arguments from the first one starting with ``-`` on are passed to each benchmark
+    (``-- marshal --sizes 1000``, ``-- upload --runs 5``).
     """
     from pathlib import Path
 
     session.install("-e", ".")
-    names = [a for a in session.posargs if not a.startswith("-")]
-    extra = [a for a in session.posargs if a.startswith("-")]
+    first_opt = next((i for i, a in enumerate(session.posargs) if a.startswith("-")), len(session.posargs))
+    names, extra = session.posargs[:first_opt], session.posargs[first_opt:]  # "--runs 1" keeps its value
     available = sorted(p.stem.removeprefix("bench_") for p in Path("benchmarks").glob("bench_*.py"))
     kinds = {"upload": "transfer", "download": "transfer"}  # bench_transfer.py upload|download
     for name in names or available:

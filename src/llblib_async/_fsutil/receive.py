@@ -474,7 +474,18 @@ async def receive_tree(
 
     async def send_requests() -> None:
         async with to_request:
-            async for file_id in to_request:
+            while True:
+                # Queued REQs are sent without a scheduling checkpoint between them, so
+                # a batch of STATs' REQs shares the session's BytesMessages.
+                try:
+                    file_id = to_request.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        file_id = await to_request.receive()
+                    except anyio.EndOfStream:
+                        break
+                except anyio.EndOfStream:
+                    break
                 await conn.send(wire.encode_req(file_id))
 
     async def read_stream() -> None:
