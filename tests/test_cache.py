@@ -180,3 +180,71 @@ async def test_cache_option_values() -> None:
         "src": "/tmp/cache",
         "digest": "sha256:" + "0" * 64,
     }
+
+
+async def test_session_requests_export_and_import_a_local_cache(
+    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, tmp_path: Path
+) -> None:
+    """Cache options on ``Session.do``: a request exports a local cache dir (through the
+    session's content store, announced when the session opened), the daemon's cache is
+    pruned, and a request of a *new* session imports it: the step is CACHED."""
+    marker = uuid.uuid4().hex
+    state = _random_step(busybox_image, marker)
+    cache_dir = tmp_path / "cache"
+    solver = llblib_async.Solver()
+
+    async def run(
+        dest: Path, cache_exports: Sequence[CacheExport] = (), cache_imports: Sequence[CacheImport] = ()
+    ) -> tuple[bytes, bool]:
+        progress = llblib_async.RecordingProgress()
+        async with (
+            llblib_async.connect(fresh_buildkitd.address) as client,
+            solver.session(client, progress=progress) as session,
+        ):
+            request = solver.build(
+                state, exports=[LocalExport(dest)], cache_exports=cache_exports, cache_imports=cache_imports
+            )
+            await asyncio.wait_for(session.do(request), SOLVE_TIMEOUT)
+        return (dest / "random").read_bytes(), _step_vertex(progress, marker).cached
+
+    first, cached = await run(tmp_path / "first", cache_exports=[CacheExport.local(cache_dir, mode="max")])
+    assert not cached
+    [entry] = json.loads((cache_dir / "index.json").read_text())["manifests"]
+    assert (cache_dir / "blobs" / "sha256" / entry["digest"].removeprefix("sha256:")).is_file()
+
+    async with llblib_async.connect(fresh_buildkitd.address) as client:
+        await client.prune(all=True)
+    second, cached = await run(tmp_path / "second", cache_imports=[CacheImport.local(cache_dir)])
+    assert cached
+    assert second == first
+
+
+async def test_session_requests_push_and_import_a_registry_cache(
+    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, registry: Registry, tmp_path: Path
+) -> None:
+    """Registry cache on two concurrent-capable session requests: export, prune, import."""
+    marker = uuid.uuid4().hex
+    state = _random_step(busybox_image, marker)
+    cache_ref = f"{registry.host}/llblib-cache/session:{marker[:12]}"
+    solver = llblib_async.Solver()
+    progress = llblib_async.RecordingProgress()
+    async with (
+        llblib_async.connect(fresh_buildkitd.address) as client,
+        solver.session(client, progress=progress) as session,
+    ):
+        export = CacheExport.registry(cache_ref, mode="max", insecure=True)
+        await asyncio.wait_for(
+            session.do(solver.build(state, exports=[LocalExport(tmp_path / "a")], cache_exports=[export])),
+            SOLVE_TIMEOUT,
+        )
+        assert not _step_vertex(progress, marker).cached
+        await client.prune(all=True)
+        progress.updates.clear()
+        imported = solver.build(
+            state,
+            exports=[LocalExport(tmp_path / "b")],
+            cache_imports=[CacheImport.registry(cache_ref, insecure=True)],
+        )
+        await asyncio.wait_for(session.do(imported), SOLVE_TIMEOUT)
+        assert _step_vertex(progress, marker).cached
+    assert (tmp_path / "b" / "random").read_bytes() == (tmp_path / "a" / "random").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tarfile
 import time
@@ -18,6 +19,7 @@ from grpclib.exceptions import GRPCError
 import llblib_async
 from llblib_async import llb
 from llblib_async._pb.moby.buildkit.secrets import v1 as secrets_pb
+from llblib_async.llb import config_ops as co
 from llblib_async.request import Request, Result
 from llblib_async.session import SessionClosedError
 from llblib_async.solver import Solver
@@ -406,3 +408,34 @@ async def test_bad_locals_fail_the_request_before_anything_is_sent(
         with pytest.raises(llblib_async.LocalDirError, match="already served"):
             await asyncio.wait_for(session.do(clash), 10)
     assert (tmp_path / "o" / "data.txt").read_text() == "a"
+
+
+async def test_oci_layout_exports_of_concurrent_requests_go_to_their_own_dirs(
+    buildkitd: BuildkitDaemon, tmp_path: Path
+) -> None:
+    """``OCILayoutExport`` on ``Session.do``: the daemon writes through the session's one
+    ``export`` content store, so concurrent requests take turns; each layout directory
+    ends up with its own image (config label checked through the blobs)."""
+    solver = Solver()
+    requests = []
+    for i in range(3):
+        state = (
+            llb.scratch()
+            .with_platform(llb.default_platform())
+            .mkfile(f"/n{i}", str(i))
+            .apply(co.add_label("n", str(i)))
+        )
+        export = llblib_async.OCILayoutExport(tmp_path / f"l{i}", name=f"x/n:{i}")
+        requests.append(solver.build(state, exports=[export]))
+    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+        results = await asyncio.wait_for(asyncio.gather(*(session.do(r) for r in requests)), 120)
+    for i, result in enumerate(results):
+        layout = tmp_path / f"l{i}"
+        [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+        assert entry["digest"] == result.exporter_response["containerimage.digest"]
+
+        def blob(digest: str, layout: Path = layout) -> Any:
+            return json.loads((layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes())
+
+        config = blob(blob(entry["digest"])["config"]["digest"])
+        assert config["config"]["Labels"] == {"n": str(i)}

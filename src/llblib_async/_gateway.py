@@ -9,7 +9,7 @@ through ``moby.buildkit.v1.frontend.LLBBridge`` calls carrying the metadata
 from __future__ import annotations
 
 import stat as _stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -17,6 +17,7 @@ from grpclib.client import Channel
 
 from ._errors_grpc import translating_errors
 from ._pb.fsutil import types as fstypes
+from ._pb.moby.buildkit import v1 as control
 from ._pb.moby.buildkit.v1 import frontend as gw
 from ._pb.pb import Definition as PbDefinition
 
@@ -98,9 +99,19 @@ class Gateway:
         self.address = address
         self._stub = gw.LlbBridgeStub(channel, metadata=[(BUILD_ID_HEADER, ref)])
 
-    async def solve(self, definition: PbDefinition, *, evaluate: bool = False) -> gw.Result:
+    async def solve(
+        self,
+        definition: PbDefinition,
+        *,
+        evaluate: bool = False,
+        cache_imports: Sequence[control.CacheOptionsEntry] = (),
+    ) -> gw.Result:
         request = gw.SolveRequest(
-            definition=definition, allow_result_return=True, allow_result_array_ref=True, evaluate=evaluate
+            definition=definition,
+            allow_result_return=True,
+            allow_result_array_ref=True,
+            evaluate=evaluate,
+            cache_imports=[gw.CacheOptionsEntry(type=c.type, attrs=dict(c.attrs)) for c in cache_imports],
         )
         with translating_errors("LLBBridge.Solve", self.address):
             response = await self._stub.solve(request)

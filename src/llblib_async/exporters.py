@@ -505,7 +505,8 @@ _READ_CHUNK = 1 << 20
 _REF_NAME = "org.opencontainers.image.ref.name"
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _IMAGE_NAME = "io.containerd.image.name"
-_EXPORT_STORE = "export"
+#: The content store id the daemon uses for an OCI layout export.
+EXPORT_STORE = "export"
 
 
 def _tag_of(name: str) -> str:
@@ -802,7 +803,7 @@ async def plan_cache(
     layout = Path(layouts[0]) if layouts else None
     if layout is not None:
         await anyio.Path(layout).mkdir(parents=True, exist_ok=True)
-        stores[_EXPORT_STORE] = layout
+        stores[EXPORT_STORE] = layout
     export_pb: list[control.CacheOptionsEntry] = []
     import_pb: list[control.CacheOptionsEntry] = []
     for ex in exports:

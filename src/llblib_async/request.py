@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from . import llb
 from ._gateway import FileStat, Result
-from .exporters import Export
+from .exporters import CacheExport, CacheImport, Export
 
 __all__ = ["FileStat", "Request", "Result", "ResultHandler"]
 
@@ -26,7 +26,8 @@ class Request:
     (called in order with the :class:`Result`; an exception aborts the request and is
     raised by ``do`` unchanged); ``entitlements`` (``network.host``,
     ``security.insecure``) must be allowed by the daemon; ``frontend_attrs`` are passed
-    in the ``SolveRequest``.
+    in the ``SolveRequest``; ``cache_exports``/``cache_imports`` export the build cache
+    after the build and import cache for its solve (registry, local directory, inline).
     """
 
     state: llb.State | None = None
@@ -37,6 +38,8 @@ class Request:
     entitlements: tuple[str, ...] = ()
     frontend_attrs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     evaluate: bool = False
+    cache_exports: tuple[CacheExport, ...] = ()
+    cache_imports: tuple[CacheImport, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.state is None) == (self.definition is None):
@@ -45,6 +48,8 @@ class Request:
         object.__setattr__(self, "result_handlers", tuple(self.result_handlers))
         object.__setattr__(self, "entitlements", tuple(self.entitlements))
         object.__setattr__(self, "frontend_attrs", MappingProxyType(dict(self.frontend_attrs)))
+        object.__setattr__(self, "cache_exports", tuple(self.cache_exports))
+        object.__setattr__(self, "cache_imports", tuple(self.cache_imports))
 
     @classmethod
     def of(
@@ -57,6 +62,8 @@ class Request:
         entitlements: Iterable[str] = (),
         frontend_attrs: Mapping[str, str] | None = None,
         evaluate: bool = False,
+        cache_exports: Iterable[CacheExport] = (),
+        cache_imports: Iterable[CacheImport] = (),
     ) -> Request:
         """A request for a State or a Definition (``on_result``: one handler or several)."""
         handlers = (on_result,) if callable(on_result) else tuple(on_result)
@@ -69,6 +76,8 @@ class Request:
             entitlements=tuple(entitlements),
             frontend_attrs=MappingProxyType(dict(frontend_attrs or {})),
             evaluate=evaluate,
+            cache_exports=tuple(cache_exports),
+            cache_imports=tuple(cache_imports),
         )
 
     async def marshal(self) -> llb.Definition:

@@ -42,6 +42,7 @@ from ._pb.pb import Definition as PbDefinition
 from ._session import SessionHandle
 from .client import Client, new_id
 from .errors import BuildKitError, ConnectionLostError, LocalDirError
+from .exporters import EXPORT_STORE, CachePlan, LocalCacheStore, plan_cache
 from .progress import ProgressSink, StatusUpdate
 from .request import Request
 from .solve import STATUS_DRAIN_TIMEOUT, SolveResult, _exporter_pb, _FailureContext, _unsupported_exporter
@@ -63,12 +64,14 @@ class Session:
         *,
         filesync: FileSyncProvider,
         filesend: FileSendProvider,
+        content_store: LocalCacheStore,
         progress: ProgressSink,
     ) -> None:
         self._client = client
         self._handle = handle
         self._filesync = filesync
         self._filesend = filesend
+        self._content_store = content_store
         self._sink = progress
         self._export_lock = asyncio.Lock()
         self._running: dict[anyio.CancelScope, anyio.Event] = {}
@@ -140,6 +143,12 @@ class Session:
             self.add_local(name, path)
         exports = request.exports
         targets = {i: t for i, e in enumerate(exports) if (t := e.session_target()) is not None}
+        cache = await plan_cache(request.cache_exports, request.cache_imports, exports)
+        if cache.store is not None:
+            # Local cache dirs are keyed by their path: requests can share them. The
+            # OCI layout export store has one fixed id: it is set under the export lock.
+            shared = {k: v for k, v in cache.store.stores.items() if k != EXPORT_STORE}
+            self._content_store.stores.update(shared)
         ref = new_id()
         failure = _FailureContext()
         image_config = request.state.image_config if request.state is not None else None
@@ -151,6 +160,9 @@ class Session:
             entitlements=list(request.entitlements),
             frontend_attrs=dict(request.frontend_attrs),
         )
+        cache_options = cache.options_pb()
+        if cache_options is not None:
+            solve_request.cache = cache_options
         if exporters and self._client.is_moby:
             solve_request.exporter_deprecated = exporters[0].type
             solve_request.exporter_attrs_deprecated = dict(exporters[0].attrs)
@@ -170,7 +182,7 @@ class Session:
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow_status)
             try:
-                response = await self._build(ref, solve_request, definition.to_pb(), request, targets)
+                response = await self._build(ref, solve_request, definition.to_pb(), request, targets, cache)
             except BuildKitError as err:
                 failed = err
             except Exception as err:
@@ -187,6 +199,7 @@ class Session:
                 raise mapped from failed
             raise failure.enrich(failed)
         assert response is not None
+        await cache.finish(response.exporter_response)
         return SolveResult(ref=ref, exporter_response=MappingProxyType(dict(response.exporter_response)))
 
     async def _build(
@@ -196,6 +209,7 @@ class Session:
         definition: PbDefinition,
         request: Request,
         targets: dict[int, Target],
+        cache: CachePlan,
     ) -> control.SolveResponse:
         """Control.Solve (gateway forwarder) and the LLBBridge callback side by side."""
         gateway = Gateway(self._client.connection.channel, ref, self._client.address)
@@ -214,14 +228,18 @@ class Session:
         async def callback() -> None:
             nonlocal holding_lock
             try:
-                pb_result = await gateway.solve(definition, evaluate=request.evaluate)
+                pb_result = await gateway.solve(
+                    definition, evaluate=request.evaluate, cache_imports=cache.imports
+                )
                 result = Result._from_pb(pb_result, gateway)
                 for handler in request.result_handlers:
                     await handler(result)
-                if targets:
+                if targets or cache.layout is not None:
                     await self._export_lock.acquire()
                     holding_lock = True
                     self._filesend.targets = dict(targets)
+                    if cache.layout is not None:
+                        self._content_store.stores[EXPORT_STORE] = cache.layout
                 await gateway.return_result(pb_result)
             except Exception as e:
                 errors.append(e)
@@ -234,6 +252,7 @@ class Session:
         finally:
             if holding_lock:
                 self._filesend.targets = {}
+                self._content_store.stores.pop(EXPORT_STORE, None)
                 self._export_lock.release()
         if errors:
             raise errors[0]

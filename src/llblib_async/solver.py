@@ -25,7 +25,7 @@ from ._fsutil.send import FileSyncProvider
 from ._session import Attachable, open_session
 from .client import Client, new_id
 from .errors import LocalDirError
-from .exporters import Export
+from .exporters import CacheExport, CacheImport, Export, LocalCacheStore
 from .progress import NullProgress, ProgressSink
 from .request import Request, ResultHandler
 from .session import Session
@@ -87,6 +87,8 @@ class Solver:
         entitlements: Iterable[str] = (),
         frontend_attrs: Mapping[str, str] | None = None,
         evaluate: bool = False,
+        cache_exports: Iterable[CacheExport] = (),
+        cache_imports: Iterable[CacheImport] = (),
     ) -> Request:
         """A :class:`~llblib_async.Request` for ``target`` (a Definition's locals are registered now;
         a State's when the request runs, as marshalling it may need the daemon)."""
@@ -101,6 +103,8 @@ class Solver:
             entitlements=entitlements,
             frontend_attrs=frontend_attrs,
             evaluate=evaluate,
+            cache_exports=cache_exports,
+            cache_imports=cache_imports,
         )
 
     @contextlib.asynccontextmanager
@@ -116,7 +120,10 @@ class Solver:
         """
         filesync = FileSyncProvider(self._locals)
         filesend = FileSendProvider({})
-        attachables: list[Attachable] = [filesync, filesend, *self._attachables]
+        # The content store is announced at open, so it is always served; requests add
+        # their local cache dirs (and OCI layout export dirs) to it as they run.
+        content_store = LocalCacheStore({})
+        attachables: list[Attachable] = [filesync, filesend, content_store, *self._attachables]
         async with open_session(
             client.connection.channel,
             session_id=new_id(),
@@ -128,6 +135,7 @@ class Solver:
                 handle,
                 filesync=filesync,
                 filesend=filesend,
+                content_store=content_store,
                 progress=progress if progress is not None else NullProgress(),
             )
             self._sessions.add(session)
