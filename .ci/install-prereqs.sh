@@ -22,6 +22,7 @@ PACKAGES=(
     tar             # the dockerd tests import the busybox rootfs as an image
     openssh-client  # ssh-agent, ssh-add, ssh-keygen for the SSH agent forwarding tests
     ca-certificates # Go fetches buildkit's module source from proxy.golang.org over HTTPS
+    openssl         # the token-auth registry fixture makes its signing key and certificate
 )
 
 log() { printf '== install-prereqs: %s\n' "$*"; }

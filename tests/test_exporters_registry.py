@@ -297,3 +297,51 @@ async def test_docker_config_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert await DockerAuthProvider(tmp_path / "missing.json").lookup("registry-1.docker.io") == ("", "")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     assert await DockerAuthProvider().lookup("old.example.com") == ("u", "p")
+
+
+async def test_estargz_layers_carry_their_table_of_contents(
+    buildkitd: BuildkitDaemon, registry: Registry
+) -> None:
+    """``compression="estargz"``: OCI gzip layers annotated with the eStargz TOC digest and
+    uncompressed size (what lazy-pulling snapshotters read)."""
+    repo = "llblib-export/estargz"
+    export = ImageExport(
+        f"{registry.host}/{repo}:v1",
+        push=True,
+        insecure=True,
+        compression="estargz",
+        force_compression=True,
+        oci_mediatypes=True,
+    )
+    async with llblib_async.connect(buildkitd.address) as client:
+        await client.solve(_app_state(uuid.uuid4().hex), exports=[export])
+    _, manifest, _ = await pull_manifest(registry, repo, "v1")
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"].startswith("sha256:")
+    assert int(layer["annotations"]["io.containers.estargz.uncompressed-size"]) > 0
+
+
+async def test_basic_auth_registry_gets_credentials_not_tokens(
+    buildkitd: BuildkitDaemon, auth_registry: Registry, tmp_path: Path
+) -> None:
+    """A basic-auth registry sends no bearer challenge: the daemon asks ``Credentials``
+    and never the token authority (client-side tokens are only for token registries;
+    see tests/test_registry_token_auth.py)."""
+    assert auth_registry.auth is not None
+    user, password = auth_registry.auth
+    config = _write_docker_config(
+        tmp_path / "docker", {"auths": {auth_registry.host: {"auth": _basic(user, password)}}}
+    )
+    provider = DockerAuthProvider(config)
+    repo = f"private/basic-{uuid.uuid4().hex[:12]}"
+    async with llblib_async.connect(buildkitd.address) as client:
+        await client.solve(
+            _app_state(uuid.uuid4().hex),
+            exports=[ImageExport(f"{auth_registry.host}/{repo}:v1", push=True, insecure=True)],
+            attachables=[provider],
+        )
+    await pull_manifest(auth_registry, repo, "v1", auth=(user, password))
+    assert provider.calls["Credentials", auth_registry.host] >= 1
+    assert provider.calls["GetTokenAuthority", auth_registry.host] == 0
+    assert provider.calls["FetchToken", auth_registry.host] == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -849,3 +850,32 @@ async def test_lazy_scratch_input_is_left_to_the_op() -> None:
     assert diff_op.diff is not None
     assert diff_op.diff.lower.input == -1
     assert len(diff_op.inputs) == 1
+
+
+def test_local_track_content_follows_the_directory_content(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a")
+    (ctx / "skip.log").write_text("log")
+    first = llb.local_content_digest(ctx, exclude=["*.log"])
+    assert first == llb.local_content_digest(ctx, exclude=["*.log"])
+    assert first != llb.local_content_digest(ctx)  # the filters are part of it
+
+    def source_attrs() -> dict[str, str]:
+        return dict(_source(llb.local(ctx, exclude=["*.log"], track_content=True)).attrs)
+
+    attrs = source_attrs()
+    assert attrs["local.unique"] == first
+    assert json.loads(attrs["local.excludepatterns"]) == ["*.log", "!.llblib-content-" + first[7:]]
+    (ctx / "skip.log").write_text("excluded changes don't count")
+    assert source_attrs() == attrs
+    os.utime(ctx / "a.txt", ns=(1, 1))
+    changed = source_attrs()
+    assert changed["local.unique"] != first
+    assert changed["local.excludepatterns"] != attrs["local.excludepatterns"]
+    # without track_content the op does not depend on the content
+    plain = _source(llb.local(ctx))
+    (ctx / "b.txt").write_text("b")
+    assert _source(llb.local(ctx)) == plain
+    with pytest.raises(TypeError, match="not a str"):
+        llb.local(ctx, exclude="*.log", track_content=True)

@@ -439,3 +439,15 @@ async def test_oci_layout_exports_of_concurrent_requests_go_to_their_own_dirs(
 
         config = blob(blob(entry["digest"])["config"]["digest"])
         assert config["config"]["Labels"] == {"n": str(i)}
+
+
+async def test_the_state_image_config_is_in_the_exporter_response(buildkitd: BuildkitDaemon) -> None:
+    solver = Solver()
+    state = llb.scratch().mkfile("/f", "x").apply(co.add_default_env("GREETING", "hi"), co.cmd("/f"))
+    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+        with_config = await asyncio.wait_for(session.do(solver.build(state)), 60)
+        without = await asyncio.wait_for(session.do(solver.build(llb.scratch().mkfile("/f", "x"))), 60)
+    config = json.loads(with_config.exporter_response[llblib_async.RESPONSE_IMAGE_CONFIG_KEY])
+    assert config["config"]["Env"][-1] == "GREETING=hi"
+    assert config["config"]["Cmd"] == ["/f"]
+    assert llblib_async.RESPONSE_IMAGE_CONFIG_KEY not in without.exporter_response

@@ -9,7 +9,7 @@ solve them on a real buildkitd::
 
 from . import llb
 from .attachables import ForwardedSocket, Secret, SecretError, Secrets, SocketForwards, SSHAgent
-from .auth import AuthConfigError, DockerAuthProvider
+from .auth import AuthConfigError, DockerAuthProvider, TokenFetchError
 from .client import Client, TLSConfig, connect
 from .errors import (
     AddressError,
@@ -21,6 +21,7 @@ from .errors import (
     LocalDirError,
     PrerequisiteError,
     SolveError,
+    UploadError,
 )
 from .exporters import (
     CacheExport,
@@ -42,7 +43,7 @@ from .progress import (
     StatusUpdate,
 )
 from .request import FileStat, Request, Result
-from .session import Session, SessionClosedError
+from .session import RESPONSE_IMAGE_CONFIG_KEY, Session, SessionClosedError
 from .solve import SolveResult
 from .solver import Solver
 from .types import BuildkitInfo, UsageRecord, Worker
@@ -50,6 +51,7 @@ from .types import BuildkitInfo, UsageRecord, Worker
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "RESPONSE_IMAGE_CONFIG_KEY",
     "AddressError",
     "AuthConfigError",
     "BuildKitError",
@@ -91,7 +93,9 @@ __all__ = [
     "StatusUpdate",
     "TLSConfig",
     "TarExport",
+    "TokenFetchError",
     "UnsupportedExporterError",
+    "UploadError",
     "UsageRecord",
     "Worker",
     "connect",

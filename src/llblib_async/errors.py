@@ -85,6 +85,20 @@ class SolveError(BuildKitError):
         self.logs = logs
 
 
+class UploadError(SolveError):
+    """A build failed because sending a local directory failed on the client side
+    (a file vanished or changed between listing and sending, or could not be read).
+
+    ``local`` is the ``local://`` name; ``reason`` says which file and what happened.
+    The daemon itself often reports such a failure only as ``unexpected EOF``.
+    """
+
+    def __init__(self, local: str, reason: str) -> None:
+        super().__init__(f"sending local {local!r} failed: {reason}")
+        self.local = local
+        self.reason = reason
+
+
 class LocalDirError(BuildKitError, FileNotFoundError):
     """A local directory given as a build context does not exist or is not a directory."""
 

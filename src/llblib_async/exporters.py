@@ -277,9 +277,10 @@ class MobyExport:
     """The Docker daemon's ``moby`` exporter: load the result into Docker's image store.
 
     Only for ``docker://`` connections.  ``image_config`` as for :class:`ImageExport`
-    (``None``: the solved State's config) - but Docker 20.10's exporter ignores it (it
-    reads the config only from a frontend's result metadata); newer engines in
-    containerd-snapshotter mode wrap BuildKit's ``image`` exporter, which reads it.
+    (``None``: the solved State's config). Docker 20.10's exporter ignores the exporter
+    attr and reads the config only from the build result's metadata, so requests with
+    one run as gateway builds that put it there (``client.solve`` does this by itself
+    on a Docker daemon); newer engines wrap BuildKit's ``image`` exporter, which reads both.
     """
 
     name: str | Sequence[str]

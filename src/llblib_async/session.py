@@ -35,7 +35,7 @@ import anyio
 
 from ._errors_grpc import TRANSLATED_ERRORS, translating_errors
 from ._fsutil.receive import FileSendProvider, Target
-from ._fsutil.send import FileSyncProvider
+from ._fsutil.send import FileSyncProvider, SendStats
 from ._gateway import Gateway, Result
 from ._pb.moby.buildkit import v1 as control
 from ._pb.pb import Definition as PbDefinition
@@ -43,11 +43,24 @@ from ._session import SessionHandle
 from .client import Client, new_id
 from .errors import BuildKitError, ConnectionLostError, LocalDirError
 from .exporters import EXPORT_STORE, CachePlan, LocalCacheStore, plan_cache
+from .llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 from .progress import ProgressSink, StatusUpdate
 from .request import Request
-from .solve import STATUS_DRAIN_TIMEOUT, SolveResult, _exporter_pb, _FailureContext, _unsupported_exporter
+from .solve import (
+    STATUS_DRAIN_TIMEOUT,
+    SolveResult,
+    _exporter_pb,
+    _FailureContext,
+    _unsupported_exporter,
+    upload_failure,
+)
 
-__all__ = ["Session", "SessionClosedError"]
+__all__ = ["RESPONSE_IMAGE_CONFIG_KEY", "Session", "SessionClosedError"]
+
+
+#: Key of the request State's image config (JSON) in ``SolveResult.exporter_response``
+#: (Go llblib's ``ExporterImageConfigKey``).
+RESPONSE_IMAGE_CONFIG_KEY = "llblib.containerimage.config"
 
 
 class SessionClosedError(BuildKitError, RuntimeError):
@@ -86,6 +99,18 @@ class Session:
     def locals(self) -> Mapping[str, Path]:
         """Every local directory the session serves so far, by name."""
         return MappingProxyType(dict(self._filesync.dirs))
+
+    @property
+    def transport(self) -> str:
+        """What carries the session: ``"docker-hijack"`` (Docker's ``/session``) or
+        ``"control-session"`` (``Control.Session`` on the gRPC connection)."""
+        return self._handle.transport
+
+    @property
+    def uploads(self) -> tuple[SendStats, ...]:
+        """One entry per local-directory transfer so far (name, entries listed, files
+        the daemon asked for, bytes sent): shows what was (not) sent again."""
+        return tuple(self._filesync.transfers)
 
     def add_local(self, name: str, path: Path) -> None:
         """Serve ``path`` as ``local://name`` (also done for each request's locals).
@@ -141,6 +166,7 @@ class Session:
         definition = await request.marshal()
         for name, path in definition.locals.items():
             self.add_local(name, path)
+        uploads_before = len(self._filesync.transfers)
         exports = request.exports
         targets = {i: t for i, e in enumerate(exports) if (t := e.session_target()) is not None}
         cache = await plan_cache(request.cache_exports, request.cache_imports, exports)
@@ -194,13 +220,18 @@ class Session:
         if other is not None:
             raise other
         if failed is not None:
-            mapped = _unsupported_exporter(failed, exports)
+            mapped = _unsupported_exporter(failed, exports) or upload_failure(
+                self._filesync, definition.locals, uploads_before
+            )
             if mapped is not None:
                 raise mapped from failed
             raise failure.enrich(failed)
         assert response is not None
         await cache.finish(response.exporter_response)
-        return SolveResult(ref=ref, exporter_response=MappingProxyType(dict(response.exporter_response)))
+        exporter_response = dict(response.exporter_response)
+        if image_config is not None:
+            exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, image_config.to_json().decode())
+        return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
 
     async def _build(
         self,
@@ -240,6 +271,14 @@ class Session:
                     self._filesend.targets = dict(targets)
                     if cache.layout is not None:
                         self._content_store.stores[EXPORT_STORE] = cache.layout
+                # Docker 20.10's moby exporter ignores the containerimage.config attr and
+                # reads the config only from the result metadata (newer exporters read both,
+                # the attr winning): put the exporter's config there too.
+                for export, exporter in zip(request.exports, solve_request.exporters, strict=True):
+                    config = exporter.attrs.get(EXPORTER_IMAGE_CONFIG_KEY)
+                    if config is not None and getattr(export, "accepts_image_config", False):
+                        pb_result.metadata.setdefault(EXPORTER_IMAGE_CONFIG_KEY, config.encode())
+                        break
                 await gateway.return_result(pb_result)
             except Exception as e:
                 errors.append(e)

@@ -10,20 +10,21 @@ call cancels the build in the daemon).
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import anyio
 
 from . import llb
+from ._docker_session import open_client_session
 from ._errors_grpc import TRANSLATED_ERRORS, translating_errors
 from ._fsutil.receive import FileSendProvider
 from ._fsutil.send import FileSyncProvider
 from ._pb.moby.buildkit import v1 as control
-from ._session import Attachable, open_session
+from ._session import Attachable
 from .client import Client, new_id
-from .errors import BuildKitError, LocalDirError, SolveError
+from .errors import BuildKitError, LocalDirError, SolveError, UploadError
 from .exporters import CacheExport, CacheImport, Export, UnsupportedExporterError, plan_cache
 from .llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 from .progress import NullProgress, ProgressSink, StatusUpdate
@@ -90,6 +91,16 @@ def _exporter_pb(export: Export, image_config: llb.ImageConfig | None) -> contro
     return control.Exporter(type=export.type, attrs=attrs)
 
 
+def upload_failure(filesync: FileSyncProvider, names: Iterable[str], since: int) -> UploadError | None:
+    """The first failure of *our* side of a transfer of one of ``names`` (transfers
+    ``since`` on), which the daemon tends to report only as ``unexpected EOF``."""
+    wanted = set(names)
+    for t in filesync.transfers[since:]:
+        if t.error and t.name in wanted:
+            return UploadError(t.name, t.error)
+    return None
+
+
 def _unsupported_exporter(err: BuildKitError, exports: Sequence[Export]) -> UnsupportedExporterError | None:
     """Map the daemon's "exporter not found" failure to a typed error."""
     text = str(err)
@@ -127,6 +138,25 @@ async def solve(
     :class:`~llblib_async.exporters.UnsupportedExporterError` for an exporter the
     daemon lacks (a classic Docker daemon has only ``moby``, ``local``, ``tar``).
     """
+    if (
+        client.is_moby
+        and isinstance(target, llb.State)
+        and target.image_config is not None
+        and any(getattr(e, "accepts_image_config", False) for e in exports)
+    ):
+        # Docker 20.10's moby exporter takes the image config only from the result
+        # metadata, which only a gateway build can set: run the request as one.
+        return await _solve_as_gateway_build(
+            client,
+            target,
+            exports=exports,
+            progress=progress,
+            label=label,
+            attachables=attachables,
+            entitlements=entitlements,
+            cache_exports=cache_exports,
+            cache_imports=cache_imports,
+        )
     # marshal_async resolves lazy states (e.g. images pinned at marshal time) first.
     definition = target if isinstance(target, llb.Definition) else await llb.marshal_async(target)
     for name, path in definition.locals.items():
@@ -138,7 +168,8 @@ async def solve(
     ref = new_id()
     session_id = new_id()
     targets = {i: t for i, e in enumerate(exports) if (t := e.session_target()) is not None}
-    served: list[Attachable] = [FileSyncProvider(definition.locals), FileSendProvider(targets), *attachables]
+    filesync = FileSyncProvider(definition.locals)
+    served: list[Attachable] = [filesync, FileSendProvider(targets), *attachables]
     cache = await plan_cache(cache_exports, cache_imports, exports)
     if cache.store is not None:
         served.append(cache.store)
@@ -172,9 +203,7 @@ async def solve(
 
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
-    session = open_session(
-        client.connection.channel, session_id=session_id, attachables=served, address=client.address
-    )
+    session = open_client_session(client, session_id=session_id, attachables=served)
     async with session, anyio.create_task_group() as tg:
         tg.start_soon(follow_status)
         try:
@@ -185,10 +214,40 @@ async def solve(
         # Let the Status stream deliver the last logs (it normally ends by itself).
         tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
     if failed is not None:
-        mapped = _unsupported_exporter(failed, exports)
+        mapped = _unsupported_exporter(failed, exports) or upload_failure(filesync, definition.locals, 0)
         if mapped is not None:
             raise mapped from failed
         raise failure.enrich(failed)
     assert response is not None
     await cache.finish(response.exporter_response)
     return SolveResult(ref=ref, exporter_response=MappingProxyType(dict(response.exporter_response)))
+
+
+async def _solve_as_gateway_build(
+    client: Client,
+    target: llb.State,
+    *,
+    exports: Sequence[Export],
+    progress: ProgressSink | None,
+    label: str,
+    attachables: Sequence[Attachable],
+    entitlements: Sequence[str],
+    cache_exports: Sequence[CacheExport],
+    cache_imports: Sequence[CacheImport],
+) -> SolveResult:
+    """:func:`solve` through a one-request :class:`~llblib_async.Solver` session."""
+    from .solver import Solver  # solver -> session -> this module
+
+    solver = Solver()
+    for attachable in attachables:
+        solver.add_attachable(attachable)
+    request = solver.build(
+        target,
+        label=label,
+        exports=exports,
+        entitlements=entitlements,
+        cache_exports=cache_exports,
+        cache_imports=cache_imports,
+    )
+    async with solver.session(client, progress=progress) as session:
+        return await session.do(request)

@@ -15,14 +15,19 @@ serves all of it to any number of concurrent requests::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from . import llb
+from ._docker_session import open_client_session
 from ._fsutil.receive import FileSendProvider
 from ._fsutil.send import FileSyncProvider
-from ._session import Attachable, open_session
+from ._fsutil.walk import FilterOptions, MapResult
+from ._pb.fsutil.types import Stat
+from ._session import Attachable
 from .client import Client, new_id
 from .errors import LocalDirError
 from .exporters import CacheExport, CacheImport, Export, LocalCacheStore
@@ -38,6 +43,7 @@ class Solver:
 
     def __init__(self) -> None:
         self._locals: dict[str, Path] = {}
+        self._owners: dict[str, tuple[int, int]] = {}
         self._attachables: list[Attachable] = []
         self._sessions: set[Session] = set()
 
@@ -66,6 +72,68 @@ class Solver:
         for session in self._sessions:
             session.add_local(name, path)
         self._locals[name] = path
+
+    def local(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        follow_paths: Iterable[str] = (),
+        owner: tuple[int, int] = (0, 0),
+        track_content: bool = True,
+        **options: Any,
+    ) -> llb.State:
+        """A local directory source, registered now (Go llblib's ``Solver.Local``).
+
+        Unlike a plain :func:`llb.local <llblib_async.llb.local>`, ``track_content``
+        defaults to true: the source is derived from the directory's current
+        content, so a session sends an unchanged directory once and a changed one
+        again (only the changed files). ``owner`` is the ``(uid, gid)`` every file
+        gets in the build (BuildKit's clients send 0:0). ``path`` may name a single
+        file: the source then holds just that file. Other keyword arguments go to
+        :func:`llb.local <llblib_async.llb.local>`. Raises
+        :class:`~llblib_async.errors.LocalDirError` if ``path`` does not exist.
+        """
+        uid, gid = owner
+        if not (0 <= uid < 2**32 and 0 <= gid < 2**32):
+            raise ValueError(f"owner must be a (uid, gid) pair of 32-bit ids, not {owner!r}")
+        host = Path(path).absolute()
+        if host.is_file():
+            # A single file: its directory is served, filtered down to that file (as in Go).
+            if tuple(include) or tuple(exclude):
+                raise ValueError(f"{host} is a file: include/exclude patterns apply to directories")
+            host, include = host.parent, (host.name,)
+        elif not host.is_dir():
+            raise LocalDirError(name or str(path), str(host), "does not exist")
+        state = llb.local(
+            host,
+            name=name,
+            include=include,
+            exclude=exclude,
+            follow_paths=follow_paths,
+            track_content=track_content,
+            **options,
+        )
+        local_name = name if name is not None else llb.default_local_name(host)
+        self.add_local(local_name, host)
+        if owner != (0, 0):
+            self._owners[local_name] = owner
+        return state
+
+    def _filters_for(self, name: str, opts: FilterOptions) -> FilterOptions:
+        owner = self._owners.get(name)
+        if owner is None:
+            return opts
+        uid, gid = owner
+        inner = opts.map
+
+        def set_owner(path: str, st: Stat) -> MapResult:
+            st.uid, st.gid = uid, gid
+            return inner(path, st) if inner is not None else MapResult.KEEP
+
+        return dataclasses.replace(opts, map=set_owner)
 
     def add_attachable(self, attachable: Attachable) -> None:
         """Serve ``attachable`` (an object with grpclib ``__mapping__()``) in sessions opened later.
@@ -118,18 +186,13 @@ class Solver:
         session. A failure to close is raised as the one typed error the session
         machinery reports (e.g. :class:`~llblib_async.errors.ConnectionLostError`).
         """
-        filesync = FileSyncProvider(self._locals)
+        filesync = FileSyncProvider(self._locals, adjust=self._filters_for)
         filesend = FileSendProvider({})
         # The content store is announced at open, so it is always served; requests add
         # their local cache dirs (and OCI layout export dirs) to it as they run.
         content_store = LocalCacheStore({})
         attachables: list[Attachable] = [filesync, filesend, content_store, *self._attachables]
-        async with open_session(
-            client.connection.channel,
-            session_id=new_id(),
-            attachables=attachables,
-            address=client.address,
-        ) as handle:
+        async with open_client_session(client, session_id=new_id(), attachables=attachables) as handle:
             session = Session(
                 client,
                 handle,

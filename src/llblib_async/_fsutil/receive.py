@@ -43,11 +43,10 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._pb.fsutil.types import Stat
-from .._pb.moby.filesync.v1 import BytesMessage
-from .._session import RawMessage
+from .._session import RawMessage, _BytesMessage
 from . import gomode, wire
 from .beneath import Beneath
-from .patterns import clean, go_base, go_dir
+from .patterns import clean, go_dir
 
 __all__ = [
     "DIFFCOPY_METHOD",
@@ -128,6 +127,10 @@ Target = DirectoryTarget | FileTarget | StreamTarget
 
 def _compare_path(p1: str, p2: str) -> int:
     """fsutil's ``ComparePath``: byte order with ``/`` sorting before everything."""
+    if p1.isascii() and p2.isascii():
+        # (paths hold no NUL: "/" as "\x00" sorts first; for ASCII, str order = byte order)
+        k1, k2 = p1.replace("/", "\x00"), p2.replace("/", "\x00")
+        return (k1 > k2) - (k1 < k2)
     b1, b2 = os.fsencode(p1), os.fsencode(p2)
     for c1, c2 in zip(b1, b2, strict=False):
         if c1 == c2:
@@ -140,6 +143,10 @@ def _compare_path(p1: str, p2: str) -> int:
 
 def validate_path(p: str) -> None:
     """Reject paths that aren't clean and relative or that climb out (``ValueError``)."""
+    wrapped = f"/{p}/"
+    if "//" not in wrapped and "/./" not in wrapped and "/../" not in wrapped and "\x00" not in p:
+        # Non-empty, relative, no empty, "." or ".." component: clean, can't climb.
+        return
     if p in ("", "."):
         raise ValueError(f"invalid path {p!r}")
     if "\x00" in p:
@@ -153,6 +160,13 @@ def validate_path(p: str) -> None:
         raise ValueError(f"path escapes the destination: {p!r}")
 
 
+def _not_before(a: str, b: str) -> bool:
+    """``a >= b`` in byte order."""
+    if a.isascii() and b.isascii():
+        return a >= b
+    return os.fsencode(a) >= os.fsencode(b)
+
+
 class OrderValidator:
     """fsutil's ``Validator``: entries in walk order, each parent sent as a directory first."""
 
@@ -161,17 +175,14 @@ class OrderValidator:
 
     def check(self, p: str, is_dir: bool) -> None:
         validate_path(p)
-        d = go_dir(p)
-        base = go_base(p)
-        if d == ".":
-            d = ""
+        d, _, base = p.rpartition("/")  # p is clean and relative: Go's path.Dir and Base
         # Innermost remembered directory that sorts before or at d (Go: sort.Search).
         i = len(self._parents) - 1
         while i > 0 and _compare_path(self._parents[i][0], d) > 0:
             i -= 1
         del self._parents[i + 1 :]
         last = self._parents[i]
-        if d != self._parents[-1][0] or os.fsencode(last[1]) >= os.fsencode(base):
+        if d != self._parents[-1][0] or _not_before(last[1], base):
             prev = f"{last[0]}/{last[1]}" if last[0] else last[1]
             raise ValueError(f"changes out of order: {p!r} {prev!r}")
         last[1] = base
@@ -203,14 +214,33 @@ class _Pending:
     path: str
     stat: Stat
     fd: int = -1
-    buffered: list[bytes] = field(default_factory=list)
+    buffered: list[bytes | memoryview] = field(default_factory=list)
     buffered_size: int = 0
 
-    def take(self) -> bytes:
-        data = b"".join(self.buffered)
-        self.buffered.clear()
+    def take(self) -> list[bytes | memoryview]:
+        """The buffered DATA, to be written with one ``writev`` (no join)."""
+        data, self.buffered = self.buffered, []
         self.buffered_size = 0
         return data
+
+
+_IOV_MAX = 1024  # buffers per writev (Linux's limit)
+
+
+def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
+    """Write the buffers in order with as few ``writev`` calls as the kernel allows."""
+    pending = [memoryview(b) for b in buffers if len(b)]
+    while pending:
+        batch = pending[:_IOV_MAX]
+        n = os.writev(fd, batch)
+        # drop what was written (a short write only when the disk is full or a signal hit)
+        i = 0
+        while i < len(batch) and n >= len(batch[i]):
+            n -= len(batch[i])
+            i += 1
+        del pending[:i]
+        if n:
+            pending[0] = pending[0][n:]
 
 
 class _DiskWriter:
@@ -219,6 +249,12 @@ class _DiskWriter:
     def __init__(self, dest: Path) -> None:
         self.root = Beneath(dest, create=True)
         self.dirs: list[tuple[str, Stat]] = []
+        # Directories this transfer created: nothing can be in the way inside them, so
+        # their entries skip the lstat that looks for something to replace.
+        self._fresh: set[str] = set()
+        # Regular files not created yet: like Go's lazyFileWriter, a file is created
+        # by its first write (one open instead of create, close and open again).
+        self._lazy: set[str] = set()
 
     def close(self) -> None:
         self.root.close()
@@ -249,16 +285,19 @@ class _DiskWriter:
     def entry(self, stat: Stat) -> bool:
         """Create one entry; returns True if it is a regular file whose data we need."""
         rel, mode = stat.path, stat.mode
+        fresh = rel.rpartition("/")[0] in self._fresh
         if gomode.is_dir(mode):
-            if not self._remove_existing(rel, keep_dir=True):
+            if fresh or not self._remove_existing(rel, keep_dir=True):
                 pfd, base = self.root.parent(rel)
                 # Owner-writable until the end, so entries can be created inside even
                 # for read-only modes; the final mode is applied in finish().
                 os.mkdir(base, 0o700, dir_fd=pfd)
+                self._fresh.add(rel)
             self._xattrs(rel, stat)
             self.dirs.append((rel, stat))
             return False
-        self._remove_existing(rel, keep_dir=False)
+        if not fresh:
+            self._remove_existing(rel, keep_dir=False)
         pfd, base = self.root.parent(rel)
         if gomode.is_symlink(mode):
             os.symlink(stat.linkname, base, dir_fd=pfd)
@@ -266,7 +305,11 @@ class _DiskWriter:
             os.utime(base, ns=(stat.mod_time, stat.mod_time), dir_fd=pfd, follow_symlinks=False)
             return False
         if stat.linkname and gomode.is_regular(mode):
-            # A hardlink to an earlier path of this transfer (checked by the caller).
+            # A hardlink to an earlier path of this transfer (checked by the caller),
+            # whose data may not have come yet.
+            if stat.linkname in self._lazy:
+                self._lazy.discard(stat.linkname)
+                os.close(self.root.open(stat.linkname, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             src_fd, src_base = self.root.parent(stat.linkname)
             os.link(src_base, base, src_dir_fd=src_fd, dst_dir_fd=pfd, follow_symlinks=False)
             return False
@@ -277,10 +320,7 @@ class _DiskWriter:
             return False
         if not gomode.is_regular(mode):
             raise ValueError(f"unsupported file type for {rel!r}: mode {mode:#o}")
-        fd = os.open(
-            base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd
-        )
-        os.close(fd)
+        self._lazy.add(rel)  # created by write()
         return True
 
     def _finish_entry(self, rel: str, stat: Stat) -> None:
@@ -292,13 +332,14 @@ class _DiskWriter:
         os.chmod(base, gomode.chmod_bits(stat.mode), dir_fd=pfd)
         os.utime(base, ns=(stat.mod_time, stat.mod_time), dir_fd=pfd, follow_symlinks=False)
 
-    def write(self, pending: _Pending, data: bytes, close: bool) -> None:
+    def write(self, pending: _Pending, data: list[bytes | memoryview], close: bool) -> None:
         if pending.fd < 0:
-            pending.fd = self.root.open(pending.path, os.O_WRONLY)
-        view = memoryview(data)
-        while view:
-            n = os.write(pending.fd, view)
-            view = view[n:]
+            if pending.path in self._lazy:
+                self._lazy.discard(pending.path)
+                pending.fd = self.root.open(pending.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            else:
+                pending.fd = self.root.open(pending.path, os.O_WRONLY)
+        _write_all(pending.fd, data)
         if close:
             fd, pending.fd = pending.fd, -1
             try:
@@ -374,6 +415,17 @@ class _DiskThread:
             or self._submitted_bytes - self._done_bytes >= self._max_bytes
         )
 
+    def _drained(self) -> bool:
+        """Room for a good batch again (half empty): when a waiting loop is woken.
+
+        Waking it as soon as one operation is done made the two threads alternate an
+        operation at a time, with a thread-safe wake-up of the loop for each.
+        """
+        return (
+            self._submitted_ops - self._done_ops <= self._max_ops // 2
+            and self._submitted_bytes - self._done_bytes <= self._max_bytes // 2
+        )
+
     def _run(self) -> None:
         try:
             while (op := self._queue.get()) is not None:
@@ -385,7 +437,7 @@ class _DiskThread:
                 with self._lock:
                     self._done_ops += 1
                     self._done_bytes += op.nbytes
-                    if self._waiting and (not self._full() or self.error is not None):
+                    if self._waiting and (self._drained() or self.error is not None):
                         self._waiting = False
                         self._loop.call_soon_threadsafe(self._room.set)
         finally:
@@ -472,11 +524,12 @@ async def receive_tree(
     requests, to_request = anyio.create_memory_object_stream[int](math.inf)
     failure = wire.FirstFailure()
 
+    # Packets sent back to back share one write where the connection supports it.
+    send_many: Callable[[list[bytes]], Awaitable[None]] | None = getattr(conn, "send_many", None)
+
     async def send_requests() -> None:
         async with to_request:
             while True:
-                # Queued REQs are sent without a scheduling checkpoint between them, so
-                # a batch of STATs' REQs shares the session's BytesMessages.
                 try:
                     file_id = to_request.receive_nowait()
                 except anyio.WouldBlock:
@@ -486,7 +539,18 @@ async def receive_tree(
                         break
                 except anyio.EndOfStream:
                     break
-                await conn.send(wire.encode_req(file_id))
+                # The REQs of a batch of STATs go out together, in one BytesMessage.
+                batch = [wire.encode_req(file_id)]
+                while True:
+                    try:
+                        batch.append(wire.encode_req(to_request.receive_nowait()))
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                if send_many is not None:
+                    await send_many(batch)
+                else:
+                    for req in batch:
+                        await conn.send(req)
 
     async def read_stream() -> None:
         nonlocal index, walk_done, fin_sent
@@ -544,19 +608,19 @@ async def receive_tree(
                         pf.buffered_size += len(p.data)
                         stats.bytes_received += len(p.data)
                         if pf.buffered_size >= WRITE_BLOCK:
-                            chunk = pf.take()
-                            await disk.submit(writer.write, pf, chunk, False, nbytes=len(chunk))
+                            size = pf.buffered_size
+                            await disk.submit(writer.write, pf, pf.take(), False, nbytes=size)
                     else:
                         del pending[p.id]
-                        chunk = pf.take()
-                        await disk.submit(writer.write, pf, chunk, True, nbytes=len(chunk))
+                        size = pf.buffered_size
+                        await disk.submit(writer.write, pf, pf.take(), True, nbytes=size)
                         stats.files += 1
                 elif p.type == wire.PT.PACKET_FIN:
                     if not fin_sent:
                         raise wire.TransferError("sender sent FIN before the transfer was complete")
                     return
                 elif p.type == wire.PT.PACKET_ERR:
-                    msg = p.data.decode("utf-8", "replace")
+                    msg = bytes(p.data).decode("utf-8", "replace")
                     raise wire.TransferError(f"error from sender: {msg}", send_err=False)
                 # REQ makes no sense towards a receiver; Go ignores it too.
 
@@ -627,7 +691,7 @@ async def receive_file(stream: Any, sink: ByteSink) -> int:
             msg = await stream.recv_message()
             if msg is None:
                 break
-            data = BytesMessage.parse(msg.data).data
+            data = _BytesMessage.FromString(msg.data).data  # (hand codec: betterproto2's is slow)
             if data:
                 await sink.send(data)
                 n += len(data)

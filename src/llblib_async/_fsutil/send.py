@@ -13,7 +13,8 @@ contexts) and receives it with fsutil's diffcopy protocol (spec §3.1; Go:
 
 Files are read in blocks in worker threads and sent chunk by chunk, each send
 awaiting the HTTP/2 flow control, so a huge file needs neither memory nor a
-blocked event loop. A file that vanished or changed between its STAT and its REQ
+blocked event loop; small files are read in batches, one worker-thread call for
+those requested meanwhile. A file that vanished or changed between its STAT and its REQ
 fails the transfer with an ERR packet and a gRPC error naming the path (Go would
 send whatever is there now). Only paths produced by the walk are ever opened, and
 they are resolved beneath the root without following symlinks.
@@ -21,13 +22,16 @@ they are resolved beneath the root without following symlinks.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import errno
 import itertools
 import os
 import stat as _stat
+import threading
 import urllib.parse
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,10 +58,13 @@ DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
 PARALLEL_FILES = 4
 #: Bytes read from disk per worker-thread call (then sent as DATA packets).
 READ_BLOCK = 1024 * 1024
-#: Files up to this size are read on the event loop: open+read+close of a small file
-#: takes microseconds, while a worker-thread round trip costs ~0.2-5 ms under load
-#: (thread wake-up and GIL hand-off), which dominated trees of many small files.
-INLINE_READ_MAX = 64 * 1024
+#: Files up to this size are read in batches (one worker-thread call for all the
+#: small files requested meanwhile): a worker-thread round trip costs ~0.2-5 ms under
+#: load (thread wake-up and GIL hand-off), far more than reading a small file.
+SMALL_FILE_MAX = 64 * 1024
+#: Limits of one batch of small files.
+SMALL_BATCH_FILES = 256
+SMALL_BATCH_BYTES = 1024 * 1024
 #: Payload of one DATA packet. Go's fsutil sends 32 KiB (:data:`.wire.DATA_CHUNK`);
 #: every packet is a gRPC message inside the session's HTTP/2 tunnel, and in Python
 #: the per-message cost of the two HTTP/2 layers dominated big files, so we send
@@ -81,6 +88,8 @@ class SendStats:
     requests: int = 0
     bytes_sent: int = 0
     options: FilterOptions | None = None
+    #: why the transfer failed on our side ("" if it did not)
+    error: str = ""
 
 
 def _go_parse_bool(v: str) -> bool:
@@ -163,10 +172,11 @@ class _FileReader:
     thread hop and growth is noticed without an extra read.
     """
 
-    def __init__(self, root: Beneath, stat: Stat, block: int) -> None:
+    def __init__(self, root: Beneath, stat: Stat, block: int, lock: threading.Lock) -> None:
         self._root = root
         self._stat = stat
         self._block = block
+        self._lock = lock  # Beneath is not thread-safe; files are opened from several threads
         self._fd: int | None = None
         self.sent = 0
         self.done = False
@@ -174,7 +184,8 @@ class _FileReader:
     def next_block(self) -> bytes:
         st = self._stat
         if self._fd is None:
-            fd = _open_for_send(self._root, st)
+            with self._lock:
+                fd = _open_for_send(self._root, st)
             if fd is None:  # a socket: empty, like Go
                 self.done = True
                 return b""
@@ -211,6 +222,31 @@ class _FileReader:
             self._fd = None
 
 
+def _read_small_files(
+    root: Beneath, lock: threading.Lock, batch: list[tuple[int, Stat]], block: int
+) -> list[tuple[int, bytes]]:
+    """Contents of small requested files (in a worker thread): ``[(file id, data)]``."""
+    out = []
+    for file_id, st in batch:
+        reader = _FileReader(root, st, block, lock)
+        try:
+            data = reader.next_block()  # the whole file and the check for growth
+            while not reader.done:  # (only if a file is bigger than a block)
+                data += reader.next_block()
+        finally:
+            reader.close()
+        out.append((file_id, data))
+    return out
+
+
+def _one_by_one(conn: wire.PacketConn) -> Callable[[list[bytes]], Awaitable[None]]:
+    async def send_many(packets: list[bytes]) -> None:
+        for data in packets:
+            await conn.send(data)
+
+    return send_many
+
+
 async def send_tree(
     conn: wire.PacketConn,
     root: str | os.PathLike[str],
@@ -238,6 +274,10 @@ async def send_tree(
         await conn.send(wire.encode_err(err.message))
         raise err from e
     req_send, req_recv = anyio.create_memory_object_stream[tuple[int, Stat]](128)
+    # Packets sent back to back share one write where the connection supports it.
+    send_many: Callable[[list[bytes]], Awaitable[None]] = getattr(conn, "send_many", None) or (
+        _one_by_one(conn)
+    )
     failure = wire.FirstFailure()
 
     walk_done = anyio.Event()
@@ -253,33 +293,78 @@ async def send_tree(
                     raise wire.TransferError(str(e)) from e
                 if not batch:
                     break
+                # registered before they are sent: a REQ may come back at once
                 for st in batch:
                     if gomode.is_regular(st.mode):
                         files[index] = st
                     index += 1
-                    await conn.send(wire.encode_stat(st))
+                await send_many([wire.encode_stat(st) for st in batch])
             stats.entries = index
             await conn.send(wire.END_OF_WALK)
             walk_done.set()
         finally:
             gen.close()
 
+    beneath_lock = threading.Lock()
+
     async def send_file(file_id: int, st: Stat) -> None:
-        reader = _FileReader(beneath, st, read_block)
-        inline = st.size <= INLINE_READ_MAX
+        reader = _FileReader(beneath, st, read_block, beneath_lock)
         try:
             while not reader.done:
-                block = reader.next_block() if inline else await anyio.to_thread.run_sync(reader.next_block)
+                block = await anyio.to_thread.run_sync(reader.next_block)
                 view = memoryview(block)
-                for off in range(0, len(block), chunk):
-                    await conn.send(wire.encode_data(file_id, view[off : off + chunk]))
+                packets = [
+                    wire.encode_data(file_id, view[i : i + chunk]) for i in range(0, len(block), chunk)
+                ]
+                if reader.done:
+                    packets.append(wire.encode_data(file_id, b""))  # the end of the file
+                await send_many(packets)
         finally:
             reader.close()
         stats.bytes_sent += reader.sent
-        await conn.send(wire.encode_data(file_id, b""))
 
-    workers_left = parallel
+    workers_left = parallel + 1  # + small_files
     workers_done = anyio.Event()
+
+    # Small files are read in batches by one more worker: whatever was requested while
+    # the previous batch was read, in one worker-thread call (a thread hop per file
+    # cost more than the file; reading them on the event loop kept it from framing and
+    # sending while the disk was busy).
+    small: collections.deque[tuple[int, Stat]] = collections.deque()
+    small_queued = asyncio.Event()
+    small_closed = False
+
+    async def small_files() -> None:
+        nonlocal workers_left
+        try:
+            while True:
+                if not small:
+                    if small_closed:
+                        break
+                    small_queued.clear()
+                    await small_queued.wait()
+                    continue
+                batch: list[tuple[int, Stat]] = []
+                size = 0
+                while small and len(batch) < SMALL_BATCH_FILES and size < SMALL_BATCH_BYTES:
+                    batch.append(small.popleft())
+                    size += batch[-1][1].size
+                contents = await anyio.to_thread.run_sync(
+                    _read_small_files, beneath, beneath_lock, batch, read_block
+                )
+                packets: list[bytes] = []
+                for file_id, data in contents:
+                    view = memoryview(data)
+                    packets += [
+                        wire.encode_data(file_id, view[i : i + chunk]) for i in range(0, len(data), chunk)
+                    ]
+                    packets.append(wire.encode_data(file_id, b""))  # the end of the file
+                    stats.bytes_sent += len(data)
+                await send_many(packets)
+        finally:
+            workers_left -= 1
+            if workers_left == 0:
+                workers_done.set()
 
     async def worker(requests: MemoryObjectReceiveStream[tuple[int, Stat]]) -> None:
         nonlocal workers_left
@@ -305,6 +390,7 @@ async def send_tree(
                 workers_done.set()
 
     async def receiver() -> None:
+        nonlocal small_closed
         async with req_send:
             while True:
                 data = await conn.recv()
@@ -316,16 +402,22 @@ async def send_tree(
                     if st is None:
                         raise wire.TransferError(f"invalid file id {p.id}", Status.INVALID_ARGUMENT)
                     stats.requests += 1
-                    await req_send.send((p.id, st))
+                    if st.size <= SMALL_FILE_MAX:
+                        small.append((p.id, st))
+                        small_queued.set()
+                    else:
+                        await req_send.send((p.id, st))
                 elif p.type == wire.PT.PACKET_FIN:
                     break
                 elif p.type == wire.PT.PACKET_ERR:
-                    msg = p.data.decode("utf-8", "replace")
+                    msg = bytes(p.data).decode("utf-8", "replace")
                     raise wire.TransferError(f"error from receiver: {msg}", send_err=False)
                 # STAT/DATA from a receiver mean nothing to a sender; Go ignores them too.
         # req_send is closed: the workers finish the files in flight and stop. A
         # correct receiver sends FIN only after the end of the walk; if one doesn't,
         # finish the walk first so the STAT stream stays complete.
+        small_closed = True
+        small_queued.set()
         await workers_done.wait()
         await walk_done.wait()
         await conn.send(wire.FIN)
@@ -337,6 +429,7 @@ async def send_tree(
             tg.start_soon(failure.wrap(tg.cancel_scope, walker))
             for _ in range(parallel):
                 tg.start_soon(failure.wrap(tg.cancel_scope, worker, req_recv.clone()))
+            tg.start_soon(failure.wrap(tg.cancel_scope, small_files))
             req_recv.close()  # the workers hold clones; they end when req_send closes
             tg.start_soon(failure.wrap(tg.cancel_scope, receiver))
         failure.raise_if_failed()
@@ -407,6 +500,7 @@ class FileSyncProvider:
             conn = wire.GrpcPacketConn(stream)
             stats = await send_tree(conn, root, opts, name=name, chunk=self._chunk_size)
         except wire.TransferError as e:
-            self.transfers.append(SendStats(name=name, options=opts))
+            # Only our side's failures: the receiver's own are already the daemon's error.
+            self.transfers.append(SendStats(name=name, options=opts, error=e.message if e.send_err else ""))
             raise GRPCError(e.status, f"local {name}: {e.message}") from e
         self.transfers.append(stats)

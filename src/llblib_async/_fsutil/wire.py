@@ -7,14 +7,15 @@ trivial); everything else goes through the generated betterproto2 class.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import anyio
 from grpclib.const import Status
 
 from .._pb.fsutil.types import PacketPacketType, Stat
-from .._session import RawMessage
+from .._session import RawMessage, _fast_stream
 
 PT = PacketPacketType
 
@@ -157,10 +158,18 @@ def decode_stat(buf: bytes) -> Stat:
     st = Stat()
     pos, end = 0, len(buf)
     while pos < end:
-        tag, pos = _read_varint(buf, pos)
+        tag = buf[pos]  # (one-byte varints inline: every tag, most values)
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _read_varint(buf, pos)
         field, wt = tag >> 3, tag & 7
         if wt == 0:
-            v, pos = _read_varint(buf, pos)
+            v = buf[pos]
+            if v < 0x80:
+                pos += 1
+            else:
+                v, pos = _read_varint(buf, pos)
             if field == 2:
                 st.mode = v & 0xFFFFFFFF
             elif field == 3:
@@ -205,12 +214,19 @@ def decode_stat(buf: bytes) -> Stat:
     return st
 
 
+#: DATA payloads from this size on are decoded as views of the message.
+_DATA_VIEW_MIN = 4096
+
+
 class RawPacket:
-    """A decoded fsutil ``Packet`` (the fields the protocol code reads)."""
+    """A decoded fsutil ``Packet`` (the fields the protocol code reads).
+
+    ``data`` is ``bytes`` or, for larger DATA payloads, a read-only ``memoryview``.
+    """
 
     __slots__ = ("data", "id", "stat", "type")
 
-    def __init__(self, type: int, stat: Stat | None, id: int, data: bytes) -> None:
+    def __init__(self, type: int, stat: Stat | None, id: int, data: bytes | memoryview) -> None:
         self.type = type
         self.stat = stat
         self.id = id
@@ -222,11 +238,16 @@ def decode(buf: bytes) -> RawPacket:
 
     Raises :class:`TransferError` for malformed input.
     """
-    ptype, stat, file_id, data = 0, None, 0, b""
+    ptype, stat, file_id = 0, None, 0
+    data: bytes | memoryview = b""
     pos, end = 0, len(buf)
     try:
         while pos < end:
-            tag, pos = _read_varint(buf, pos)
+            tag = buf[pos]  # (one-byte varints inline)
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _read_varint(buf, pos)
             field, wt = tag >> 3, tag & 7
             if wt == 0:
                 v, pos = _read_varint(buf, pos)
@@ -236,14 +257,15 @@ def decode(buf: bytes) -> RawPacket:
                     file_id = v & 0xFFFFFFFF
             elif wt == 2:
                 n, pos = _read_varint(buf, pos)
-                chunk = buf[pos : pos + n]
-                if len(chunk) != n:
+                if pos + n > end:
                     raise ValueError("truncated Packet")
-                pos += n
                 if field == 2:
-                    stat = decode_stat(chunk)
+                    stat = decode_stat(buf[pos : pos + n])
                 elif field == 4:
-                    data = chunk
+                    # file contents: a view of the message (not copied) unless small
+                    big = ptype == PT.PACKET_DATA and n >= _DATA_VIEW_MIN
+                    data = memoryview(buf)[pos : pos + n] if big else buf[pos : pos + n]
+                pos += n
             else:
                 pos = _skip(buf, pos, wt)
     except (IndexError, ValueError, UnicodeDecodeError) as e:
@@ -273,9 +295,15 @@ class GrpcPacketConn:
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()
+        # On the session's own connections, packets skip grpclib's per-message
+        # Stream.send_message/recv_message (_FastStream's message methods).
+        self._fast = _fast_stream(stream)
+        self._headers_sent = False
 
     async def recv(self) -> bytes | None:
+        if self._fast is not None:
+            return await self._fast.recv_message_data()
         msg = await self._stream.recv_message()
         if msg is None:
             return None
@@ -283,16 +311,28 @@ class GrpcPacketConn:
         return data
 
     async def send(self, data: bytes) -> None:
-        # Uncontended, take the lock without the scheduling checkpoint of ``async
-        # with``: a send that needs no waiting then doesn't yield to the event loop, so
-        # the packets a task sends in a row reach the session writer together and
-        # share one BytesMessage (and socket write) instead of taking one each.
+        await self.send_many((data,))
+
+    async def send_many(self, packets: Sequence[bytes]) -> None:
+        """Send packets back to back (on our connections: one write, frames shared)."""
+        # asyncio's Lock, not anyio's: uncontended it takes no scheduling checkpoint
+        # (nor anyio's bookkeeping), so a send that needs no waiting doesn't yield to
+        # the event loop, and the packets a task sends in a row reach the session
+        # writer together and share one BytesMessage instead of taking one each.
+        await self._lock.acquire()
         try:
-            self._lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._lock.acquire()
-        try:
-            await self._stream.send_message(RawMessage(data))
+            fast = self._fast
+            if fast is None:
+                for data in packets:
+                    await self._stream.send_message(RawMessage(data))
+                return
+            if not self._headers_sent and packets:
+                # the first one through grpclib, which sends the response headers first
+                await self._stream.send_message(RawMessage(packets[0]))
+                self._headers_sent = True
+                packets = packets[1:]
+            if packets:
+                await fast.send_messages(packets)
         finally:
             self._lock.release()
 

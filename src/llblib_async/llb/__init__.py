@@ -72,7 +72,14 @@ from .meta import Ulimit, shlex_split
 from .oci import oci_layout, oci_layout_blob
 from .platform import Platform, default_platform
 from .reference import InvalidReferenceError, normalize_image_ref
-from .source import default_local_name, default_local_unique_id, image, image_blob, local
+from .source import (
+    default_local_name,
+    default_local_unique_id,
+    image,
+    image_blob,
+    local,
+    local_content_digest,
+)
 from .state import State, scratch
 from .vertex import Constraints, OpMetadata, ProgressGroup
 from .yaml import to_yaml, to_yaml_tree
@@ -128,6 +135,7 @@ __all__ = [
     "image_defaults",
     "lazy",
     "local",
+    "local_content_digest",
     "marshal",
     "marshal_async",
     "marshal_with_image_config",

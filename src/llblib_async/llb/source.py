@@ -38,6 +38,7 @@ __all__ = [
     "image",
     "image_blob",
     "local",
+    "local_content_digest",
     "source_state",
 ]
 
@@ -302,6 +303,39 @@ def default_local_unique_id(path: Path) -> str:
     return hashlib.sha256(socket.gethostname().encode() + b":" + os.fsencode(path)).hexdigest()
 
 
+#: Prefix of the no-op exclude pattern that carries a content digest (see :func:`local`).
+CONTENT_TOKEN_PREFIX = "!.llblib-content-"
+
+
+def local_content_digest(
+    path: str | os.PathLike[str],
+    *,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    follow_paths: Iterable[str] = (),
+) -> str:
+    """A digest of what a transfer of ``path`` with these filters would send.
+
+    Hashes the absolute path and, for every entry the sender would list (the same
+    walker, patterns and symlink rules), its path, mode, size, mtime and link
+    target -- the metadata fsutil compares to decide what to resend. File contents
+    are not read, so this costs one ``lstat`` per entry. Raises ``OSError`` if the
+    directory can't be walked.
+    """
+    from .._fsutil.walk import FilterOptions, walk  # the sans-IO builder needs it only here
+
+    root = os.path.abspath(os.fspath(path))
+    opts = FilterOptions(
+        include_patterns=list(include) or None,
+        exclude_patterns=list(exclude) or None,
+        follow_paths=list(follow_paths) or None,
+    )
+    h = hashlib.sha256(os.fsencode(root) + b"\0")
+    for st in walk(root, opts):
+        h.update(f"{st.path}\0{st.mode:o}\0{st.size}\0{st.mod_time}\0{st.linkname}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def local(
     path: str | os.PathLike[str],
     *,
@@ -312,6 +346,7 @@ def local(
     shared_key_hint: str | None = None,
     session_id: str | None = None,
     unique_id: str | None = None,
+    track_content: bool = False,
     differ: Literal["none", "metadata"] | None = None,
     differ_required: bool = False,
     custom_name: str | None = None,
@@ -330,8 +365,26 @@ def local(
     :func:`default_local_unique_id`), as Go adds one.  ``custom_name`` is the
     progress name (``name`` is already the source name here); ``constraints``
     adds any other per-op :class:`~llblib_async.llb.Constraints`.
+
+    ``track_content=True`` derives the source from the directory's current content
+    (:func:`local_content_digest`, computed now, one ``lstat`` per entry): BuildKit
+    keys a local source only by session, name and filter patterns, so within one
+    long-lived session a second build of an unchanged ``local()`` is not sent again
+    -- but neither is a *changed* one (the first transfer is reused). With
+    ``track_content`` the digest becomes ``local.unique`` and a no-op exclude pattern
+    ``!.llblib-content-<digest>`` (a negation of a path that is never excluded), which
+    is part of the daemon's cache key: an unchanged directory is still sent once per
+    session, a changed one is sent again, and because the name stays the same the
+    daemon's copy from an earlier session is reused so only changed files travel.
     """
     host_dir = Path(os.path.abspath(os.fspath(path)))
+    if track_content:
+        if any(isinstance(v, str) for v in (include, exclude, follow_paths)):
+            raise TypeError("include, exclude and follow_paths must be iterables of strings, not a str")
+        include, exclude, follow_paths = tuple(include), tuple(exclude), tuple(follow_paths)
+        content = local_content_digest(host_dir, include=include, exclude=exclude, follow_paths=follow_paths)
+        exclude = (*exclude, CONTENT_TOKEN_PREFIX + content.removeprefix("sha256:"))
+        unique_id = unique_id or content
     if name is None:
         name = default_local_name(host_dir)
     elif not name:

@@ -19,20 +19,23 @@ Isolation from the host's Docker, and between instances:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from ..errors import DaemonUnreachableError
+from ..errors import DaemonUnreachableError, PrerequisiteError
 from . import _proc
 
 log = logging.getLogger("llblib_async.testing")
 
 DOCKERD = "/usr/sbin/dockerd"
+DOCKER_CLI = "/usr/bin/docker"
 CONTAINERD = "/usr/bin/containerd"
 
 _CONTAINERD_CONFIG = """\
@@ -196,6 +199,33 @@ class DockerDaemon(_proc.StopOnExit):
 
     def log_tail(self, lines: int = 60) -> str:
         return _proc.log_tail(self.log_path, lines)
+
+    async def cli(self, *args: str, timeout: float = 120.0) -> bytes:
+        """Run the docker CLI against this daemon (no user config); its stdout.
+
+        Raises :class:`~llblib_async.errors.PrerequisiteError` if the CLI is missing and
+        ``RuntimeError`` with its stderr if it fails or takes longer than ``timeout`` s.
+        """
+        if not os.access(DOCKER_CLI, os.X_OK):
+            raise PrerequisiteError(f"{DOCKER_CLI} missing: `apt-get install -y docker.io`")
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG="/nonexistent")
+        proc = await asyncio.create_subprocess_exec(
+            DOCKER_CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"docker {' '.join(args)}: no answer within {timeout:g}s") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)}: {err.decode(errors='replace').strip()}")
+        return out
+
+    async def inspect_image(self, ref: str) -> dict[str, Any]:
+        """``docker image inspect ref`` (the one image's JSON object)."""
+        loaded: list[dict[str, Any]] = json.loads(await self.cli("image", "inspect", ref))
+        return loaded[0]
 
     def containerd_log_tail(self, lines: int = 30) -> str:
         return _proc.log_tail(self.containerd_log_path, lines)

@@ -1,8 +1,9 @@
 """pytest plugin (entry point ``pytest11: llblib_async``): fixtures with real daemons.
 
 Session scope: ``buildkit_binaries``, ``buildkitd`` (a :class:`BuildkitDaemon`),
-``buildkit_address`` (str), ``registry`` and ``auth_registry`` (:class:`Registry`, the latter
-with basic auth, credentials in ``.auth``), ``busybox_rootfs`` (Path), ``dockerd``
+``buildkit_address`` (str), ``registry``, ``auth_registry`` and ``token_registry``
+(:class:`Registry`; the latter two with basic auth / bearer tokens from a token server in
+this process, credentials in ``.auth``), ``busybox_rootfs`` (Path), ``dockerd``
 (:class:`DockerDaemon`), ``busybox_image`` (a :class:`~llblib_async.testing.images.PushedImage`
 in ``registry``).  Function scope: ``fresh_buildkitd``, a private daemon a test may
 kill.
@@ -35,7 +36,7 @@ from .registry import Registry
 from .rootfs import busybox_rootfs as make_busybox_rootfs
 
 ADDR_ENV = "LLBLIB_BUILDKIT_ADDR"
-_LOGGED_FIXTURES = ("fresh_buildkitd", "buildkitd", "dockerd", "registry", "auth_registry")
+_LOGGED_FIXTURES = ("fresh_buildkitd", "buildkitd", "dockerd", "registry", "auth_registry", "token_registry")
 
 T = TypeVar("T")
 
@@ -125,6 +126,18 @@ def registry() -> Iterator[Registry]:
 def auth_registry() -> Iterator[Registry]:
     """A registry requiring basic auth; the credentials are ``auth_registry.auth``."""
     reg = _provision(lambda: Registry.start(auth=("llblib", "llblib-test-password")))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry() -> Iterator[Registry]:
+    """A registry with token auth (``auth: token``): clients get bearer tokens from
+    ``token_registry.token_server`` (a :class:`~llblib_async.testing.token_server.TokenServer`
+    in this process, which records who asked) with the credentials ``token_registry.auth``."""
+    reg = _provision(lambda: Registry.start(auth=("llblib", "llblib-token-password"), token_auth=True))
     try:
         yield reg
     finally:

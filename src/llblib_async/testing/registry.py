@@ -8,6 +8,11 @@ Basic auth uses distribution's htpasswd backend, which accepts only bcrypt entri
 are made with libcrypt (libxcrypt, ``libcrypt.so.1``: part of every Debian install, it
 implements ``$2b$``) through ctypes - no apache2-utils (``htpasswd``), no ``bcrypt`` wheel,
 and no dependency on Python's ``crypt`` module, which is removed in Python 3.13.
+
+Token auth (``Registry.start(auth=..., token_auth=True)``) configures distribution's
+``auth: token`` backend (``realm``, ``service``, ``issuer``, ``rootcertbundle``) against a
+:class:`~llblib_async.testing.token_server.TokenServer` started alongside, in this
+process, which knows the ``auth`` credentials: clients must fetch a bearer token there.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Self
 
 from ..errors import DaemonUnreachableError, PrerequisiteError
 from . import _proc
+from .token_server import TokenServer
 
 log = logging.getLogger("llblib_async.testing")
 
@@ -57,10 +63,18 @@ class Registry(_proc.StopOnExit):
     """A running private registry; create with :meth:`start`, end with :meth:`stop`.
 
     :attr:`host` is ``127.0.0.1:PORT`` (use it in image references), :attr:`url` the
-    ``http://`` base URL, :attr:`auth` the ``(user, password)`` pair or None.
+    ``http://`` base URL, :attr:`auth` the ``(user, password)`` pair or None,
+    :attr:`token_server` the :class:`TokenServer` of a token-auth registry (else None).
     """
 
-    def __init__(self, *, workdir: Path, port: int, auth: tuple[str, str] | None) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        port: int,
+        auth: tuple[str, str] | None,
+        token_server: TokenServer | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = port
         self.host = f"127.0.0.1:{port}"
@@ -68,28 +82,39 @@ class Registry(_proc.StopOnExit):
         self.auth = auth
         self.storage_dir = workdir / "storage"
         self.config_path = workdir / "config.yml"
-        self.htpasswd_path = workdir / "htpasswd" if auth else None
+        self.token_server = token_server
+        self.htpasswd_path = workdir / "htpasswd" if auth and token_server is None else None
         self.log_path = workdir / "registry.log"
         self._process: _proc.DaemonProcess | None = None
         self._stopped = False
 
     @classmethod
-    def start(cls, *, auth: tuple[str, str] | None = None, timeout: float = 30.0) -> Self:
+    def start(
+        cls, *, auth: tuple[str, str] | None = None, token_auth: bool = False, timeout: float = 30.0
+    ) -> Self:
         """Start a registry on a free loopback port; return once ``GET /v2/`` answers.
 
-        With ``auth=(user, password)`` it requires HTTP basic auth (htpasswd, bcrypt).
+        With ``auth=(user, password)`` it requires HTTP basic auth (htpasswd, bcrypt);
+        with ``token_auth=True`` too, bearer tokens from a :class:`TokenServer` instead.
         """
         binary = _proc.require_program(DOCKER_REGISTRY, "docker-registry", "the test registry")
         if auth is not None and (":" in auth[0] or not auth[0]):
             raise ValueError("registry user names must be non-empty and contain no ':'")
+        if token_auth and auth is None:
+            raise ValueError("token_auth needs auth=(user, password) for the token server")
         _proc.reap_stale_instances()
         workdir = _proc.make_instance_dir("registry")
         last_error, last_url = "", "http://127.0.0.1"
+        token_server: TokenServer | None = None
         try:
-            if auth is not None:
+            if auth is not None and token_auth:
+                token_server = TokenServer.start(workdir=workdir, users={auth[0]: auth[1]})
+            elif auth is not None:
                 (workdir / "htpasswd").write_text(f"{auth[0]}:{bcrypt_hash(auth[1])}\n")
             for _attempt in range(_START_ATTEMPTS):
-                registry = cls(workdir=workdir, port=_proc.free_tcp_port(), auth=auth)
+                registry = cls(
+                    workdir=workdir, port=_proc.free_tcp_port(), auth=auth, token_server=token_server
+                )
                 last_url = registry.url
                 registry.config_path.write_text(registry._config())
                 process = _proc.DaemonProcess(
@@ -122,8 +147,12 @@ class Registry(_proc.StopOnExit):
                 )
                 return registry
         except BaseException:
+            if token_server is not None:
+                token_server.stop()
             _proc.cleanup_instance(workdir)
             raise
+        if token_server is not None:
+            token_server.stop()
         _proc.cleanup_instance(workdir)
         raise DaemonUnreachableError(last_url, last_error)
 
@@ -143,7 +172,16 @@ class Registry(_proc.StopOnExit):
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
         }
-        if self.htpasswd_path is not None:
+        if self.token_server is not None:
+            config["auth"] = {
+                "token": {
+                    "realm": self.token_server.realm,
+                    "service": self.token_server.service,
+                    "issuer": self.token_server.issuer,
+                    "rootcertbundle": str(self.token_server.cert_path),
+                }
+            }
+        elif self.htpasswd_path is not None:
             config["auth"] = {"htpasswd": {"realm": "llblib-async-test", "path": str(self.htpasswd_path)}}
         return json.dumps(config, indent=2) + "\n"
 
@@ -164,7 +202,10 @@ class Registry(_proc.StopOnExit):
         return self._process is not None and self._process.returncode() is None
 
     def log_tail(self, lines: int = 60) -> str:
-        return _proc.log_tail(self.log_path, lines)
+        tail = _proc.log_tail(self.log_path, lines)
+        if self.token_server is not None:
+            tail += "\n--- token server requests:\n" + self.token_server.log_tail()
+        return tail
 
     def kill(self) -> None:
         """SIGKILL the registry (an outage mid-push); :meth:`stop` still cleans up."""
@@ -179,6 +220,8 @@ class Registry(_proc.StopOnExit):
         try:
             if self._process is not None:
                 self._process.terminate(timeout)
+            if self.token_server is not None:
+                self.token_server.stop()
         finally:
             errors = _proc.cleanup_instance(self.workdir, runc_roots=())
             _proc.unregister_live(self)
@@ -186,4 +229,5 @@ class Registry(_proc.StopOnExit):
             raise errors[0]
 
     def __repr__(self) -> str:
-        return f"<Registry {self.url}{' (auth)' if self.auth else ''}{' stopped' if self._stopped else ''}>"
+        kind = " (token auth)" if self.token_server else " (auth)" if self.auth else ""
+        return f"<Registry {self.url}{kind}{' stopped' if self._stopped else ''}>"
