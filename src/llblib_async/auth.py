@@ -51,7 +51,6 @@ import datetime
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import json
 import os
 import secrets
@@ -81,6 +80,7 @@ from ._pb.moby.filesync.v1 import (
     VerifyTokenAuthorityResponse,
 )
 from .errors import BuildKitError
+from .registry import is_loopback_hostname
 
 __all__ = [
     "DOCKER_HUB_CONFIG_KEY",
@@ -361,15 +361,6 @@ async def _in_thread(func: Callable[[Unpack[_Args]], _T], *args: *_Args) -> _T:
     return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True)
 
 
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_realm(request: _TokenRequest) -> None:
     parts = urllib.parse.urlsplit(request.realm)
     hostname = parts.hostname or ""
@@ -377,7 +368,7 @@ def _check_realm(request: _TokenRequest) -> None:
         raise TokenFetchError(request.host, request.realm, "the realm is not an http(s) URL")
     if parts.scheme == "http" and not request.insecure_realms:
         registry_name = urllib.parse.urlsplit("//" + request.host).hostname or ""
-        if not (_is_loopback(hostname) or hostname == registry_name):
+        if not (is_loopback_hostname(hostname) or hostname == registry_name):
             raise TokenFetchError(
                 request.host,
                 request.realm,

@@ -74,7 +74,11 @@ def split_reference(ref: str) -> tuple[str, str, str | None, str | None]:
 
 
 def _is_loopback(host: str) -> bool:
-    hostname = urllib.parse.urlsplit("//" + host).hostname or ""
+    return is_loopback_hostname(urllib.parse.urlsplit("//" + host).hostname or "")
+
+
+def is_loopback_hostname(hostname: str) -> bool:
+    """``localhost`` or a loopback IP address (a host name without port or brackets)."""
     if hostname == "localhost":
         return True
     try:
