@@ -546,7 +546,12 @@ class _FastBuffer:
 
 
 def _use_fast_streams(connection: grpclib.protocol.Connection) -> None:
-    """Make the streams of a grpclib connection :class:`_FastStream` (call after ``connection_made``)."""
+    """Make the streams of a grpclib connection :class:`_FastStream` (call after ``connection_made``).
+
+    Left alone when this h2 lacks the internals the fast paths account in.
+    """
+    if not _h2_internals_ok(connection._connection):
+        return
 
     def create_stream(*, stream_id: int | None = None, wrapper: Any = None) -> grpclib.protocol.Stream:
         return _FastStream(

@@ -41,10 +41,10 @@ class TransferError(Exception):
 
 
 def _varint(n: int) -> bytes:
+    if 0 <= n < _SMALL_VARINTS_MAX:
+        return _SMALL_VARINTS[n]
     if n < 0:
         n += 1 << 64  # int64: two's complement, 10 bytes
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -54,6 +54,13 @@ def _varint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+# Encoded once: the varints of every field tag, mode, id and small length.
+_SMALL_VARINTS_MAX = 1 << 11
+_SMALL_VARINTS = [
+    bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(_SMALL_VARINTS_MAX)
+]
 
 
 def _len_field(tag: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
