@@ -27,11 +27,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import grpclib.client
-import grpclib.server
 import pytest
 from grpclib.const import Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 import llblib_async
@@ -41,6 +38,7 @@ from llblib_async._pb.moby.filesync import v1 as auth_pb
 from llblib_async.auth import NO_CLIENT_TOKEN_ENV, DockerAuthProvider, TokenFetchError
 from llblib_async.exporters import ImageExport
 from llblib_async.testing import BuildkitDaemon
+from llblib_async.testing.attachable import serve_attachable
 from llblib_async.testing.registry import Registry
 from llblib_async.testing.token_server import TokenServer
 
@@ -173,16 +171,8 @@ def _openssl(*args: str) -> bytes:
 @asynccontextmanager
 async def _serve(tmp_path: Path, provider: DockerAuthProvider) -> AsyncIterator[auth_pb.AuthStub]:
     """The attachable on a plain grpclib server; a stub plays the daemon."""
-    path = str(tmp_path / "grpc.sock")
-    server = grpclib.server.Server([provider], codec=ProtoCodec())
-    await server.start(path=path)
-    channel = grpclib.client.Channel(path=path, codec=ProtoCodec())
-    try:
+    async with serve_attachable(provider, tmp_path / "grpc.sock") as channel:
         yield auth_pb.AuthStub(channel)
-    finally:
-        channel.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_token_authority_keys_follow_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import grpclib.client
-import grpclib.server
 import pytest
 from grpclib.const import Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 import llblib_async
@@ -29,6 +26,7 @@ from llblib_async import llb
 from llblib_async._pb.moby.buildkit.secrets import v1 as secrets_pb
 from llblib_async.attachables import MAX_SECRET_SIZE, Secret, SecretError, Secrets
 from llblib_async.testing import BuildkitDaemon
+from llblib_async.testing.attachable import serve_attachable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -44,16 +42,8 @@ def _rootfs(busybox_rootfs: Path) -> llb.State:
 @asynccontextmanager
 async def _serve(tmp_path: Path, secrets: Secrets) -> AsyncIterator[secrets_pb.SecretsStub]:
     """The attachable on a plain grpclib server; a stub plays the daemon."""
-    path = str(tmp_path / "grpc.sock")
-    server = grpclib.server.Server([secrets], codec=ProtoCodec())
-    await server.start(path=path)
-    channel = grpclib.client.Channel(path=path, codec=ProtoCodec())
-    try:
+    async with serve_attachable(secrets, tmp_path / "grpc.sock") as channel:
         yield secrets_pb.SecretsStub(channel)
-    finally:
-        channel.close()
-        server.close()
-        await server.wait_closed()
 
 
 # -- offline ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ them as fixtures.  ``.ci/install-prereqs.sh`` installs the Debian packages they 
 
 from __future__ import annotations
 
+from .attachable import serve_attachable
 from .binaries import (
     BUILDKIT_VERSION,
     BuildkitBinaries,
@@ -41,4 +42,5 @@ __all__ = [
     "default_buildkit_version",
     "default_cache_dir",
     "ensure_buildkit_binaries",
+    "serve_attachable",
 ]
