@@ -1,0 +1,2 @@
+"""The wire layer: bytes on sockets and in gRPC messages, under the client and the session.
+"""
