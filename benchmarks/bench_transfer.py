@@ -183,9 +183,9 @@ def run(kind: str, args: argparse.Namespace) -> int:
             from llblib_async._fsutil import wire
 
             wire.DATA_CHUNK = args.chunk * 1024
-            import llblib_async._fsutil.send as send_mod
+            from llblib_async.attachables import filesync
 
-            send_mod.FileSyncProvider.__init__.__kwdefaults__["chunk_size"] = args.chunk * 1024  # type: ignore[index]
+            filesync.FileSyncProvider.__init__.__kwdefaults__["chunk_size"] = args.chunk * 1024  # type: ignore[index]
             print(f"python DATA chunk: {args.chunk} KiB")
         with BuildkitDaemon.start() as daemon:
             print(f"buildkitd {daemon.version} ({daemon.snapshotter} snapshotter) at {daemon.address}")

@@ -20,7 +20,8 @@ import pytest
 
 import llblib_async
 from llblib_async import llb
-from llblib_async.exporters import CacheExport, CacheImport, Export, ImageExport, LocalExport
+from llblib_async.cache import CacheExport, CacheImport
+from llblib_async.exporters import Export, ImageExport, LocalExport
 from llblib_async.progress import VertexUpdate
 from llblib_async.testing import BuildkitDaemon, Registry
 from llblib_async.testing.images import PushedImage

@@ -22,21 +22,19 @@ from pathlib import Path
 import pytest
 
 import llblib_async
-from llblib_async import llb
-from llblib_async._docker_session import (
+from llblib_async import Solver, llb
+from llblib_async._identity import new_id
+from llblib_async._tunnel.transports import (
     TRANSPORT_CONTROL_SESSION,
     TRANSPORT_DOCKER_HIJACK,
-    DockerSessionRefusedError,
     open_client_session,
     open_docker_session,
 )
-from llblib_async._fsutil.send import FileSyncProvider
-from llblib_async._transport import Connection
-from llblib_async.client import Client, new_id
-from llblib_async.errors import DaemonUnreachableError
-from llblib_async.exporters import ImageExport, MobyExport, UnsupportedExporterError
+from llblib_async._wire.connection import Connection
+from llblib_async.attachables.filesync import FileSyncProvider
+from llblib_async.errors import DaemonUnreachableError, UnsupportedExporterError, UpgradeRefusedError
+from llblib_async.exporters import ImageExport, MobyExport
 from llblib_async.llb import config_ops as co
-from llblib_async.solver import Solver
 from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.dockerd import DockerDaemon
 
@@ -279,14 +277,12 @@ async def test_refused_session_falls_back_to_control_session(
             channel=real.connection.channel, address=real.address, is_moby=False, docker_socket=str(fake)
         )
         with caplog.at_level("WARNING", logger="llblib_async.session"):
-            async with open_client_session(
-                Client(conn), session_id=session_id, attachables=attachables
-            ) as handle:
+            async with open_client_session(conn, session_id=session_id, attachables=attachables) as handle:
                 assert handle.transport == TRANSPORT_CONTROL_SESSION
                 await asyncio.wait_for(handle.wait_health_check(), 30)
         assert "POST /session answered 404" in caplog.text
 
-        with pytest.raises(DockerSessionRefusedError) as err:
+        with pytest.raises(UpgradeRefusedError) as err:
             async with open_docker_session(str(fake), session_id=new_id(), attachables=attachables):
                 pytest.fail("opened a refused session")
     assert err.value.address == f"docker+unix://{fake}"
@@ -311,8 +307,8 @@ async def test_unreachable_docker_socket_is_a_typed_error(buildkitd: BuildkitDae
             channel=real.connection.channel, address=real.address, is_moby=True, docker_socket=str(missing)
         )
         with pytest.raises(DaemonUnreachableError) as err:
-            async with open_client_session(Client(conn), session_id=new_id()):
+            async with open_client_session(conn, session_id=new_id()):
                 pytest.fail("opened a session on a missing socket")
-    assert not isinstance(err.value, DockerSessionRefusedError)  # no fallback
+    assert not isinstance(err.value, UpgradeRefusedError)  # no fallback
     assert err.value.address == f"docker+unix://{missing}"
     assert "no such socket" in err.value.reason

@@ -30,15 +30,15 @@ import pytest
 
 import llblib_async
 from llblib_async import llb
-from llblib_async._fsutil.receive import ByteSink, StreamTarget
+from llblib_async._pipeline.cache_plan import plan_cache
+from llblib_async.attachables.filesend import ByteSink, StreamTarget
+from llblib_async.errors import UnsupportedExporterError
 from llblib_async.exporters import (
     DockerExport,
     ImageExport,
     MobyExport,
     OCIExport,
     OCILayoutExport,
-    UnsupportedExporterError,
-    plan_cache,
 )
 from llblib_async.llb import config_ops as co
 from llblib_async.testing import BuildkitDaemon

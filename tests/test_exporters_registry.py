@@ -4,7 +4,7 @@ Pushed manifests and configs are read back over plain HTTP (the registry fixture
 loopback, so BuildKit and we speak HTTP to them): the State's image config (env,
 labels, cmd, entrypoint, workdir) arrives in the pushed config, compression and
 ``oci_mediatypes`` give the expected media types, ``push_by_digest`` pushes no tag.
-The ``auth_registry`` fixture checks :class:`~llblib_async.auth.DockerAuthProvider`
+The ``auth_registry`` fixture checks :class:`~llblib_async.DockerAuthProvider`
 (credentials from a Docker config file, as the daemon asks for them), and failure
 without or with wrong credentials.
 """
@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 
 import llblib_async
-from llblib_async import llb
-from llblib_async.auth import AuthConfigError, DockerAuthProvider
+from llblib_async import AuthConfigError, DockerAuthProvider, llb
 from llblib_async.exporters import ImageExport
 from llblib_async.llb import config_ops as co
 from llblib_async.testing import BuildkitDaemon, Registry

@@ -30,9 +30,10 @@ import pytest
 
 import llblib_async
 from llblib_async import llb
+from llblib_async.errors import RegistryError
 from llblib_async.llb import config_ops as co
 from llblib_async.llb.image_config import ImageConfig
-from llblib_async.registry import RegistryError, RegistryResolver
+from llblib_async.registry import RegistryResolver
 from llblib_async.testing import BuildkitDaemon, Registry
 from llblib_async.testing.binaries import BuildkitBinaries
 from llblib_async.testing.images import PushedImage

@@ -27,6 +27,7 @@ import pytest
 
 from llblib_async import llb
 from llblib_async._pb import pb
+from llblib_async.errors import RegistryError
 from llblib_async.llb import config_ops as co
 from llblib_async.llb.image_config import (
     ZERO_TIME,
@@ -43,7 +44,7 @@ from llblib_async.llb.image_config import (
     shell_join,
     source_date_epoch,
 )
-from llblib_async.registry import RegistryError, RegistryResolver, split_reference
+from llblib_async.registry import RegistryResolver, split_reference
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "image_config"
 ALPINE = "alpine@sha256:216266c86fc4dcef5619930bd394245824c2af52fd21ba7c6fa0e618657d4c3b"

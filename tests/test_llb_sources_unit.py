@@ -551,12 +551,12 @@ def _graph() -> llb.State:
 @pytest.mark.parametrize("form", ["definition", "pb", "bytes"])
 def test_definition_import_reproduces_the_definition(form: str) -> None:
     original = llb.marshal(_graph(), platform=AMD64)
-    source: llb.Definition | pb.Definition | bytes = {
+    forms: dict[str, llb.Definition | pb.Definition | bytes] = {
         "definition": original,
         "pb": original.to_pb(),
         "bytes": original.to_bytes(),
-    }[form]
-    imported = llb.from_definition(source)
+    }
+    imported = llb.from_definition(forms[form])
     again = llb.marshal(imported, platform=AMD64)
     assert again.ops == original.ops
     assert again.digests == original.digests
@@ -848,6 +848,7 @@ async def test_lazy_scratch_input_is_left_to_the_op() -> None:
     definition = await llb.marshal_async(llb.diff(llb.lazy(to_scratch), upper), platform=AMD64)
     diff_op = pb.Op.parse(definition.ops[-2])
     assert diff_op.diff is not None
+    assert diff_op.diff.lower is not None
     assert diff_op.diff.lower.input == -1
     assert len(diff_op.inputs) == 1
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +27,15 @@ def _op(state: llb.State) -> pb.Op:
     """The head op of ``state``, decoded."""
     definition = llb.marshal(state, platform=AMD64)
     return pb.Op.parse(definition.ops[-2])
+
+
+T = TypeVar("T")
+
+
+def _some(value: T | None) -> T:
+    """A message field the test expects to be set (mypy: narrows ``Optional``)."""
+    assert value is not None
+    return value
 
 
 def _file_actions(state: llb.State) -> list[pb.FileAction]:
@@ -108,8 +117,8 @@ def test_one_action_chain_can_be_applied_to_several_states() -> None:
     action = llb.mkdir("sub")
     a = llb.scratch().with_dir("/a").file(action)
     b = llb.scratch().with_dir("/b").file(action)
-    assert _file_actions(a)[0].mkdir.path == "/a/sub"
-    assert _file_actions(b)[0].mkdir.path == "/b/sub"
+    assert _some(_file_actions(a)[0].mkdir).path == "/a/sub"
+    assert _some(_file_actions(b)[0].mkdir).path == "/b/sub"
 
 
 # --- chaining ----------------------------------------------------------------------------------------
@@ -123,11 +132,11 @@ def test_chain_is_one_op_with_relative_inputs() -> None:
     )
     op = _op(st)
     assert len(op.inputs) == 2  # alpine (base) then busybox (copy source)
-    actions = op.file.actions
+    actions = _some(op.file).actions
     assert [a.input for a in actions] == [0, 2, 3, 4]  # first on input 0, then on action k-1
     assert [a.secondary_input for a in actions] == [-1, 1, -1, -1]
     assert [a.output for a in actions] == [-1, -1, -1, 0]  # only the last action is the op's output
-    assert actions[2].mkfile.data == b"text"
+    assert _some(actions[2].mkfile).data == b"text"
     definition = llb.marshal(st, platform=AMD64)
     head = definition.metadata[definition.head_digest or ""]
     assert head.description_map == {"llb.customname": "four actions"}
@@ -151,11 +160,11 @@ def test_state_conveniences_equal_single_action_file_ops() -> None:
 def test_go_defaults_that_are_not_proto_zero() -> None:
     src = llb.image("busybox")
     actions = _file_actions(llb.scratch().file(llb.mkdir("/d").mkfile("/d/f", b"").copy(src, "/a", "/b")))
-    assert actions[0].mkdir.timestamp == -1  # -1: don't touch; 0 = epoch
-    assert actions[0].mkdir.mode == 0o755
-    assert actions[1].mkfile.mode == 0o644
-    assert actions[2].copy.mode == -1  # -1: keep; 0 = chmod 000
-    assert actions[2].copy.timestamp == -1
+    assert _some(actions[0].mkdir).timestamp == -1  # -1: don't touch; 0 = epoch
+    assert _some(actions[0].mkdir).mode == 0o755
+    assert _some(actions[1].mkfile).mode == 0o644
+    assert _some(actions[2].copy).mode == -1  # -1: keep; 0 = chmod 000
+    assert _some(actions[2].copy).timestamp == -1
 
 
 def test_timestamps_from_ns_and_aware_datetimes() -> None:
@@ -164,8 +173,8 @@ def test_timestamps_from_ns_and_aware_datetimes() -> None:
     )
     expected = int(when.timestamp()) * 1_000_000_000 + 123456 * 1000
     actions = _file_actions(llb.scratch().file(llb.mkdir("/d", timestamp=when).mkdir("/e", timestamp=5)))
-    assert actions[0].mkdir.timestamp == expected
-    assert actions[1].mkdir.timestamp == 5
+    assert _some(actions[0].mkdir).timestamp == expected
+    assert _some(actions[1].mkdir).timestamp == 5
 
 
 def test_owners() -> None:
@@ -190,10 +199,10 @@ def test_owners() -> None:
         ),
     ]
     for owner, expected in cases:
-        got = _file_actions(st.mkdir("/d", owner=owner))[0].mkdir.owner
+        got = _some(_file_actions(st.mkdir("/d", owner=owner))[0].mkdir).owner
         assert got == expected, owner
     # On scratch a named user has no base to resolve against: input -1, like Go.
-    got = _file_actions(llb.scratch().mkdir("/d", owner="app"))[0].mkdir.owner
+    got = _some(_file_actions(llb.scratch().mkdir("/d", owner="app"))[0].mkdir).owner
     assert got == pb.ChownOpt(user=pb.UserOpt(by_name=pb.NamedUserOpt(name="app", input=-1)))
 
 
@@ -206,17 +215,17 @@ def test_relative_paths_resolve_against_the_working_dir() -> None:
     actions = _file_actions(
         st.file(llb.mkdir("d").mkfile("d/f", b"").rm("../x").copy(llb.scratch(), "a", "out/"))
     )
-    assert actions[0].mkdir.path == "/work/app/d"
-    assert actions[1].mkfile.path == "/work/app/d/f"
-    assert actions[2].rm.path == "/work/x"
-    assert actions[3].copy.dest == "/work/app/out/"  # trailing slash kept
+    assert _some(actions[0].mkdir).path == "/work/app/d"
+    assert _some(actions[1].mkfile).path == "/work/app/d/f"
+    assert _some(actions[2].rm).path == "/work/x"
+    assert _some(actions[3].copy).dest == "/work/app/out/"  # trailing slash kept
 
 
 def test_copy_source_resolves_against_the_source_dir() -> None:
     src = llb.image("busybox").with_dir("/usr")
     actions = _file_actions(llb.scratch().with_dir("/dst").copy(src, "bin/", "."))
-    assert actions[0].copy.src == "/usr/bin"  # cleaned, like Go's sourcePath
-    assert actions[0].copy.dest == "/dst"
+    assert _some(actions[0].copy).src == "/usr/bin"  # cleaned, like Go's sourcePath
+    assert _some(actions[0].copy).dest == "/dst"
 
 
 @pytest.mark.parametrize(
@@ -232,13 +241,13 @@ def test_copy_source_resolves_against_the_source_dir() -> None:
 )
 def test_copy_dest_normalization_matches_go(dest: str, expected: str) -> None:
     actions = _file_actions(llb.scratch().with_dir("/w").copy(llb.scratch(), "/", dest))
-    assert actions[0].copy.dest == expected
+    assert _some(actions[0].copy).dest == expected
 
 
 def test_absolute_working_dir_is_kept_verbatim_like_go() -> None:
     st = llb.scratch().with_dir("/x/../y/")
     assert st.working_dir == "/x/../y/"
-    assert _file_actions(st.mkdir("z"))[0].mkdir.path == "/y/z"
+    assert _some(_file_actions(st.mkdir("z"))[0].mkdir).path == "/y/z"
 
 
 def test_symlink_paths_are_sent_verbatim_like_go() -> None:
@@ -597,6 +606,7 @@ def test_definition_to_pb() -> None:
     message = definition.to_pb()
     assert message.def_ == list(definition.ops)
     assert list(message.metadata) == sorted(definition.digests)
+    assert message.source is not None
     assert set(message.source.locations) == set(definition.digests[:-1])
     terminal = pb.Op.parse(definition.ops[-1])
     assert terminal == pb.Op(inputs=[pb.Input(digest=definition.head_digest or "")])

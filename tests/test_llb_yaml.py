@@ -854,7 +854,7 @@ def test_malformed_graphs_raise_value_error(message: str, definition: pb.Definit
 
 def test_unsupported_target_type() -> None:
     with pytest.raises(TypeError, match=r"expected a State, Definition or pb\.Definition"):
-        to_yaml("docker-image://alpine")
+        to_yaml("docker-image://alpine")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------

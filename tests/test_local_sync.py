@@ -23,13 +23,12 @@ from pathlib import Path
 import pytest
 
 import llblib_async
-from llblib_async import llb
+from llblib_async import Solver, llb
 from llblib_async._fsutil import send as send_module
 from llblib_async._fsutil.walk import FilterOptions
 from llblib_async._fsutil.walk import walk as real_walk
 from llblib_async._pb.fsutil.types import Stat
 from llblib_async.exporters import LocalExport, TarExport
-from llblib_async.solver import Solver
 from llblib_async.testing import BuildkitDaemon
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

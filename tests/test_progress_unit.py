@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+from typing import Any
 
 from llblib_async._pb.moby.buildkit import v1 as control
 from llblib_async.progress import PlainProgress, RecordingProgress, StatusUpdate
@@ -15,7 +16,7 @@ def at(seconds: float) -> datetime.datetime:
     return T0 + datetime.timedelta(seconds=seconds)
 
 
-def batch(**kw: object) -> StatusUpdate:
+def batch(**kw: Any) -> StatusUpdate:
     return StatusUpdate.from_pb(control.StatusResponse(**kw))
 
 

@@ -4,7 +4,7 @@ Offline: the pure-Python Ed25519 against the RFC 8032 section 7.1 vectors and Op
 token authority key derivation, and the session ``Auth`` service played by a stub.  Live:
 pushes to the ``token_registry`` fixture (distribution with ``auth: token`` and a token
 server in this process that records which process asked for each token) through a real
-buildkitd, showing that with :class:`~llblib_async.auth.DockerAuthProvider` *this*
+buildkitd, showing that with :class:`~llblib_async.DockerAuthProvider` *this*
 process fetches the token and the daemon never asks for the password, that
 ``BUILDKIT_NO_CLIENT_TOKEN=1`` hands token fetching back to the daemon, and that a wrong
 password fails the build with an error naming the registry.
@@ -32,10 +32,12 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 import llblib_async
-import llblib_async.auth
-from llblib_async import _ed25519, llb
+import llblib_async.attachables.auth
+from llblib_async import llb
 from llblib_async._pb.moby.filesync import v1 as auth_pb
-from llblib_async.auth import NO_CLIENT_TOKEN_ENV, DockerAuthProvider, TokenFetchError
+from llblib_async.attachables import _ed25519
+from llblib_async.attachables.auth import NO_CLIENT_TOKEN_ENV, DockerAuthProvider
+from llblib_async.errors import TokenFetchError
 from llblib_async.exporters import ImageExport
 from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.attachable import serve_attachable
@@ -297,7 +299,7 @@ async def test_fetch_token_refuses_unsafe_realms(tmp_path: Path, monkeypatch: py
         asked.append(request.realm)
         return {"token": "t"}
 
-    monkeypatch.setattr(llblib_async.auth, "_fetch_with_get", fake_get)
+    monkeypatch.setattr(llblib_async.attachables.auth, "_fetch_with_get", fake_get)
     anonymous = DockerAuthProvider(tmp_path / "none.json")
     for realm in ("http://127.0.0.1:9/token", "http://reg.example/token", "https://auth.example/token"):
         assert await anonymous.fetch_token(host, realm, "svc", []) == ("t", 60, 0)

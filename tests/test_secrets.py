@@ -24,7 +24,8 @@ from grpclib.exceptions import GRPCError
 import llblib_async
 from llblib_async import llb
 from llblib_async._pb.moby.buildkit.secrets import v1 as secrets_pb
-from llblib_async.attachables import MAX_SECRET_SIZE, Secret, SecretError, Secrets
+from llblib_async.attachables import MAX_SECRET_SIZE, Secret, Secrets
+from llblib_async.errors import SecretError
 from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.attachable import serve_attachable
 

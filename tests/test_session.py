@@ -33,29 +33,22 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from llblib_async._fsutil import wire
-from llblib_async._fsutil.receive import (
-    DirectoryTarget,
-    FileSendProvider,
-    FileTarget,
-    ReceiveStats,
-    StreamTarget,
-    receive_tree,
-)
-from llblib_async._fsutil.send import FileSyncProvider, send_tree
+from llblib_async._fsutil.receive import ReceiveStats, receive_tree
+from llblib_async._fsutil.send import send_tree
 from llblib_async._pb import pb
 from llblib_async._pb.grpc.health import v1 as health
 from llblib_async._pb.moby.buildkit import v1 as control
 from llblib_async._pb.moby.filesync.v1 import BytesMessage
-from llblib_async._session import (
-    Attachable,
-    RawMessage,
-    SessionHandle,
-    StreamPipe,
-    _OutboundBuffer,
-    open_session,
-    serve_session,
-    session_headers,
-)
+from llblib_async._tunnel.handle import SessionHandle
+from llblib_async._tunnel.headers import session_headers
+from llblib_async._tunnel.outbound import OutboundBuffer
+from llblib_async._tunnel.server import serve_session
+from llblib_async._tunnel.transports import open_control_session
+from llblib_async._wire.messages import RawMessage
+from llblib_async._wire.pipes import StreamPipe
+from llblib_async.attachables import Attachable
+from llblib_async.attachables.filesend import DirectoryTarget, FileSendProvider, FileTarget, StreamTarget
+from llblib_async.attachables.filesync import FileSyncProvider
 from llblib_async.errors import ConnectionLostError
 
 IS_ROOT = os.geteuid() == 0
@@ -209,7 +202,7 @@ async def test_outbound_buffer_watermarks() -> None:
         def resume_writing(self) -> None:
             events.append("resume")
 
-    buf = _OutboundBuffer(high_water=100, low_water=40, label="t")
+    buf = OutboundBuffer(high_water=100, low_water=40, label="t")
     buf.set_protocol(Proto())
     for _ in range(5):
         buf.write(b"x" * 30)  # 150 queued: above 100 -> one pause
@@ -343,7 +336,7 @@ async def test_backpressure_bounds_buffered_bytes(tmp_path: Path) -> None:
         tmp_path, [FileSyncProvider({"ctx": src})], pipe=GatedPipe, high_water=high, low_water=low
     ) as (channel, handle, pipe):
         assert isinstance(pipe, GatedPipe)
-        transport = handle._transport
+        transport = handle._outbound
         assert transport is not None
         with anyio.fail_after(60):
             async with _raw_call(channel, FILESYNC, [("dir-name", "ctx")]) as s:
@@ -517,7 +510,7 @@ async def test_filesync_to_local_and_tar_exporters(buildkit_address: str, tmp_pa
     send = FileSendProvider({0: DirectoryTarget(dest), 1: FileTarget(tar)})
     async with daemon_channel(buildkit_address) as channel:
         with anyio.fail_after(120):
-            async with open_session(
+            async with open_control_session(
                 channel,
                 session_id=session_id,
                 shared_key=uuid.uuid4().hex,  # no reuse of an earlier test's copy of "ctx"
@@ -553,7 +546,7 @@ async def test_unknown_local_name_fails_the_solve(buildkit_address: str, tmp_pat
     session_id = uuid.uuid4().hex
     async with daemon_channel(buildkit_address) as channel:
         with anyio.fail_after(60):
-            async with open_session(
+            async with open_control_session(
                 channel,
                 session_id=session_id,
                 shared_key=uuid.uuid4().hex,  # no reuse of an earlier test's copy of "ctx"
@@ -570,7 +563,7 @@ async def test_health_checks_are_answered(buildkit_address: str) -> None:
         with anyio.fail_after(30):
             # health_check_ms=1000: the daemon checks every second (and gives up after
             # one failure), instead of every 5 s.
-            async with open_session(
+            async with open_control_session(
                 channel, session_id=session_id, shared_key=uuid.uuid4().hex, health_check_ms=1000
             ) as handle:
                 await handle.wait_health_check()
@@ -590,7 +583,7 @@ async def test_clean_shutdown_leaves_no_tasks(buildkit_address: str, tmp_path: P
         before = asyncio.all_tasks()
         started = time.monotonic()
         with anyio.fail_after(60):
-            async with open_session(
+            async with open_control_session(
                 channel,
                 session_id=session_id,
                 shared_key=uuid.uuid4().hex,  # no reuse of an earlier test's copy of "ctx"
@@ -618,7 +611,7 @@ async def test_two_concurrent_solves_share_one_session(buildkit_address: str, tm
         stub = control.ControlStub(channel)
         with anyio.fail_after(120):
             async with (
-                open_session(
+                open_control_session(
                     channel, session_id=session_id, shared_key=uuid.uuid4().hex, attachables=[sync, send]
                 ) as handle,
                 anyio.create_task_group() as tg,
@@ -648,7 +641,7 @@ async def test_many_small_files_roundtrip(buildkit_address: str, tmp_path: Path)
     send = FileSendProvider({0: DirectoryTarget(dest)})
     async with daemon_channel(buildkit_address) as channel:
         with anyio.fail_after(300):
-            async with open_session(
+            async with open_control_session(
                 channel, session_id=session_id, shared_key=uuid.uuid4().hex, attachables=[sync, send]
             ):
                 await control.ControlStub(channel).solve(_solve_request(session_id, "ctx", ["local"]))
@@ -663,7 +656,7 @@ async def test_daemon_death_closes_the_session(fresh_buildkitd: Any) -> None:
     session_id = uuid.uuid4().hex
     async with daemon_channel(fresh_buildkitd.address) as channel:
         with anyio.fail_after(60):
-            async with open_session(
+            async with open_control_session(
                 channel,
                 session_id=session_id,
                 shared_key=uuid.uuid4().hex,  # no reuse of an earlier test's copy of "ctx"

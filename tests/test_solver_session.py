@@ -17,12 +17,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 import llblib_async
-from llblib_async import llb
+from llblib_async import Request, Result, SessionClosedError, Solver, llb
 from llblib_async._pb.moby.buildkit.secrets import v1 as secrets_pb
 from llblib_async.llb import config_ops as co
-from llblib_async.request import Request, Result
-from llblib_async.session import SessionClosedError
-from llblib_async.solver import Solver
 from llblib_async.testing import BuildkitDaemon
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,4 +1,4 @@
-"""Addresses, connections and gRPC error mapping (``_transport``, ``_errors_grpc``).
+"""Addresses, connections and gRPC error mapping (``_wire.address``, ``.connection``, ``.grpc_errors``).
 
 Unit tests run against in-process fakes (grpclib servers, a fake Docker API socket, silent
 listeners); the ``daemon``/``docker`` tests use real daemons from the ``buildkitd`` and
@@ -30,8 +30,14 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
-from llblib_async import _transport
-from llblib_async._errors_grpc import (
+from llblib_async._pb import pb
+from llblib_async._pb.moby.buildkit import v1 as control
+from llblib_async._pb.moby.buildkit.v1 import types as bktypes
+from llblib_async._wire import address as wire_address
+from llblib_async._wire.address import Address, parse_address
+from llblib_async._wire.connection import open_connection
+from llblib_async._wire.docker_http import docker_hijack
+from llblib_async._wire.grpc_errors import (
     TYPE_EXIT_MESSAGE,
     TYPE_STACK,
     TYPE_VERTEX,
@@ -41,16 +47,7 @@ from llblib_async._errors_grpc import (
     translate_grpc_error,
     translating_errors,
 )
-from llblib_async._pb import pb
-from llblib_async._pb.moby.buildkit import v1 as control
-from llblib_async._pb.moby.buildkit.v1 import types as bktypes
-from llblib_async._transport import (
-    Address,
-    TLSConfig,
-    docker_hijack,
-    open_connection,
-    parse_address,
-)
+from llblib_async._wire.tls import TLSConfig
 from llblib_async.errors import (
     AddressError,
     BuildKitError,
@@ -634,8 +631,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, sockdir: Path) -> pytest.MonkeyPa
     """No BUILDKIT_HOST/DOCKER_HOST/XDG_RUNTIME_DIR; the default sockets point into ``sockdir``."""
     for var in ("BUILDKIT_HOST", "DOCKER_HOST", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(_transport, "DEFAULT_BUILDKITD_SOCKET", str(sockdir / "buildkitd.sock"))
-    monkeypatch.setattr(_transport, "DEFAULT_DOCKER_SOCKET", str(sockdir / "docker.sock"))
+    monkeypatch.setattr(wire_address, "DEFAULT_BUILDKITD_SOCKET", str(sockdir / "buildkitd.sock"))
+    monkeypatch.setattr(wire_address, "DEFAULT_DOCKER_SOCKET", str(sockdir / "docker.sock"))
     return monkeypatch
 
 
@@ -958,7 +955,7 @@ async def test_docker_from_docker_host(dockerd: DockerDaemon, clean_env: pytest.
     # And as the last default candidate, after the (missing) buildkitd socket.
     async with await open_connection(timeout=10) as conn:
         assert conn.is_moby
-        assert conn.tried == [f"unix://{_transport.DEFAULT_BUILDKITD_SOCKET}", conn.address]
+        assert conn.tried == [f"unix://{wire_address.DEFAULT_BUILDKITD_SOCKET}", conn.address]
 
 
 @pytest.mark.docker

@@ -5,14 +5,27 @@ solve them on a real buildkitd::
 
     async with llblib_async.connect() as client:
         await client.solve(state, exports=[llblib_async.LocalExport("out")])
+
+Everything a user needs is importable from here; ``docs/architecture.md`` shows
+where each part lives.
 """
 
 from . import llb
-from .attachables import ForwardedSocket, Secret, SecretError, Secrets, SocketForwards, SSHAgent
-from .auth import AuthConfigError, DockerAuthProvider, TokenFetchError
+from .attachables import (
+    Attachable,
+    DockerAuthProvider,
+    ForwardedSocket,
+    Secret,
+    Secrets,
+    SocketForwards,
+    SSHAgent,
+)
+from .cache import CacheExport, CacheImport
 from .client import Client, TLSConfig, connect
+from .daemon_info import BuildkitInfo, UsageRecord, Worker
 from .errors import (
     AddressError,
+    AuthConfigError,
     BuildKitError,
     ConnectionLostError,
     DaemonError,
@@ -20,12 +33,16 @@ from .errors import (
     ExportError,
     LocalDirError,
     PrerequisiteError,
+    RegistryError,
+    SecretError,
+    SessionClosedError,
     SolveError,
+    TokenFetchError,
+    UnsupportedExporterError,
+    UpgradeRefusedError,
     UploadError,
 )
 from .exporters import (
-    CacheExport,
-    CacheImport,
     DockerExport,
     ImageExport,
     LocalExport,
@@ -33,8 +50,8 @@ from .exporters import (
     OCIExport,
     OCILayoutExport,
     TarExport,
-    UnsupportedExporterError,
 )
+from .gateway import FileStat, Result
 from .progress import (
     NullProgress,
     PlainProgress,
@@ -42,17 +59,16 @@ from .progress import (
     RecordingProgress,
     StatusUpdate,
 )
-from .request import FileStat, Request, Result
-from .session import RESPONSE_IMAGE_CONFIG_KEY, Session, SessionClosedError
-from .solve import SolveResult
+from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
+from .session import Session
 from .solver import Solver
-from .types import BuildkitInfo, UsageRecord, Worker
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "RESPONSE_IMAGE_CONFIG_KEY",
     "AddressError",
+    "Attachable",
     "AuthConfigError",
     "BuildKitError",
     "BuildkitInfo",
@@ -78,8 +94,11 @@ __all__ = [
     "PrerequisiteError",
     "ProgressSink",
     "RecordingProgress",
+    "RegistryError",
     "Request",
+    "RequestOptions",
     "Result",
+    "ResultHandler",
     "SSHAgent",
     "Secret",
     "SecretError",
@@ -95,6 +114,7 @@ __all__ = [
     "TarExport",
     "TokenFetchError",
     "UnsupportedExporterError",
+    "UpgradeRefusedError",
     "UploadError",
     "UsageRecord",
     "Worker",

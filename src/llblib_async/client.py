@@ -1,45 +1,35 @@
-"""The connection to a BuildKit daemon and the calls that need no session.
+"""The connection to a BuildKit daemon: :func:`connect` and :class:`Client`.
 
 ``async with connect() as client:`` opens one gRPC connection (unix socket, TCP
-with TLS, or the Docker daemon's embedded BuildKit) and closes it on exit.
+with TLS, or the Docker daemon's embedded BuildKit) and closes it on exit. The
+client makes the calls that need no session (info, workers, disk usage, prune) and
+``client.solve``, a build in a session of its own; for many builds over one session
+use a :class:`~llblib_async.Solver`.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar, Unpack
 
 from grpclib.const import Status
 
-from ._errors_grpc import translating_errors
+from . import llb
 from ._pb.moby.buildkit import v1 as control
-from ._transport import Connection, TLSConfig, open_connection
+from ._wire.connection import Connection, open_connection
+from ._wire.grpc_errors import translating_errors
+from ._wire.tls import TLSConfig
+from .attachables.attachable import Attachable
+from .daemon_info import BuildkitInfo, UsageRecord, Worker
 from .errors import DaemonError
-from .types import BuildkitInfo, UsageRecord, Worker
-
-if TYPE_CHECKING:
-    from . import llb
-    from ._session import Attachable
-    from .exporters import CacheExport, CacheImport, Export
-    from .progress import ProgressSink
-    from .solve import SolveResult
+from .progress import ProgressSink
+from .request import Request, RequestOptions, SolveResult
+from .session import open_session
 
 T = TypeVar("T")
 
-__all__ = ["Client", "TLSConfig", "connect", "new_id"]
-
-
-def new_id() -> str:
-    """A unique id for builds and sessions (BuildKit's ``identity.NewID`` shape: 25 base36 chars)."""
-    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-    n = secrets.randbits(128)
-    out = []
-    for _ in range(25):
-        n, r = divmod(n, 36)
-        out.append(alphabet[r])
-    return "".join(out)
+__all__ = ["Client", "TLSConfig", "connect"]
 
 
 class Client:
@@ -85,7 +75,7 @@ class Client:
             if err.status == Status.UNIMPLEMENTED.name and self.is_moby:
                 return BuildkitInfo(version="", package="moby")
             raise
-        return BuildkitInfo._from_pb(resp.buildkit_version)
+        return BuildkitInfo.from_pb(resp.buildkit_version)
 
     async def list_workers(self, *filters: str) -> list[Worker]:
         """The daemon's workers, optionally filtered (containerd filter syntax)."""
@@ -93,14 +83,14 @@ class Client:
             "ListWorkers",
             lambda: self._control.list_workers(control.ListWorkersRequest(filter=list(filters))),
         )
-        return [Worker._from_pb(w) for w in resp.record]
+        return [Worker.from_pb(w) for w in resp.record]
 
     async def disk_usage(self, *filters: str) -> list[UsageRecord]:
         """Build-cache records (``buildctl du``)."""
         resp = await self.call(
             "DiskUsage", lambda: self._control.disk_usage(control.DiskUsageRequest(filter=list(filters)))
         )
-        return [UsageRecord._from_pb(r) for r in resp.record]
+        return [UsageRecord.from_pb(r) for r in resp.record]
 
     async def prune(
         self,
@@ -122,7 +112,7 @@ class Client:
         )
 
         async def run() -> list[UsageRecord]:
-            return [UsageRecord._from_pb(r) async for r in self._control.prune(req)]
+            return [UsageRecord.from_pb(r) async for r in self._control.prune(req)]
 
         return await self.call("Prune", run)
 
@@ -130,31 +120,29 @@ class Client:
         self,
         target: llb.State | llb.Definition,
         *,
-        exports: Sequence[Export] = (),
         progress: ProgressSink | None = None,
-        label: str = "",
         attachables: Sequence[Attachable] = (),
-        entitlements: Sequence[str] = (),
-        cache_exports: Sequence[CacheExport] = (),
-        cache_imports: Sequence[CacheImport] = (),
+        **options: Unpack[RequestOptions],
     ) -> SolveResult:
-        """Build ``target`` in a session of its own and run ``exports``.
+        """Build ``target`` in a session of its own and run its exporters.
 
-        See :func:`llblib_async.solve.solve`.
+        A one-request session: the same as ``Solver.session`` + ``session.do`` of
+        ``Solver.build(target, **options)`` (see :class:`~llblib_async.RequestOptions`
+        for ``exports``, ``label``, ``on_result``, ``entitlements``, ``cache_exports``,
+        ``cache_imports``...). ``attachables`` are served in the session besides the
+        local directories and export targets (secrets, SSH agents...).
+
+        Image exporters without an explicit ``image_config`` get the State's image
+        config. Raises :class:`~llblib_async.errors.SolveError` when the build fails
+        (with the failing step's name and log tail),
+        :class:`~llblib_async.errors.ConnectionLostError` when the daemon goes away
+        mid-build, :class:`~llblib_async.errors.UnsupportedExporterError` for an
+        exporter the daemon lacks (a classic Docker daemon has only ``moby``,
+        ``local``, ``tar``). Cancelling the call cancels the build in the daemon.
         """
-        from .solve import solve
-
-        return await solve(
-            self,
-            target,
-            exports=exports,
-            progress=progress,
-            label=label,
-            attachables=attachables,
-            entitlements=entitlements,
-            cache_exports=cache_exports,
-            cache_imports=cache_imports,
-        )
+        request = Request.of(target, **options)
+        async with open_session(self._conn, attachables=attachables, progress=progress) as session:
+            return await session.do(request)
 
     async def aclose(self) -> None:
         await self._conn.close()

@@ -1,13 +1,22 @@
-"""The exceptions llblib-async raises.
+"""The exceptions llblib-async raises, all in one place.
 
 Every error the library raises derives from :class:`BuildKitError`, so ``except
 llblib_async.BuildKitError`` catches them all; the subclasses say what went wrong
-and carry the offending value as an attribute.
+and carry the offending value as an attribute. Each is importable from
+``llblib_async``; the errors about building a graph (a bad image reference, git URL,
+definition...) live with the graph builder and are importable from
+``llblib_async.llb``. The README has the table of all of them.
+
+Some also derive from the built-in exception a Python user would try first
+(``ValueError`` for bad input, ``ConnectionError`` for an unreachable daemon,
+``FileNotFoundError`` for a missing local directory), so generic handlers keep working.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from grpclib.const import Status
 
 
 class BuildKitError(Exception):
@@ -35,6 +44,15 @@ class DaemonUnreachableError(BuildKitError, ConnectionError):
         self.address = address
         self.reason = reason
         self.tried = tried
+
+
+class UpgradeRefusedError(DaemonUnreachableError):
+    """The Docker daemon answered an HTTP upgrade (``POST /grpc``, ``POST /session``) with
+    HTTP ``status`` instead of ``101 Switching Protocols``."""
+
+    def __init__(self, address: str, reason: str, status: int) -> None:
+        super().__init__(address, reason)
+        self.status = status
 
 
 class DaemonError(BuildKitError):
@@ -109,8 +127,61 @@ class LocalDirError(BuildKitError, FileNotFoundError):
         self.reason = reason
 
 
+class SessionClosedError(BuildKitError, RuntimeError):
+    """The session was closed (its ``async with`` block left) before or while a request ran."""
+
+
 class ExportError(BuildKitError):
     """Exported output could not be written on the client side."""
+
+
+class UnsupportedExporterError(ExportError):
+    """The daemon has no such exporter (e.g. ``image`` on a graphdriver Docker daemon)."""
+
+    def __init__(self, exporter: str, reason: str) -> None:
+        super().__init__(f"exporter {exporter!r} is not supported by this daemon: {reason}")
+        self.exporter = exporter
+        self.reason = reason
+
+
+class SecretError(BuildKitError, ValueError):
+    """A secret could not be provided (missing source, too big...); never holds the value.
+
+    ``status`` is the gRPC status the daemon gets when it asked for the secret.
+    """
+
+    def __init__(self, message: str, *, status: Status = Status.FAILED_PRECONDITION) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthConfigError(BuildKitError):
+    """The Docker config file or a credential helper gave unusable data."""
+
+
+class TokenFetchError(BuildKitError):
+    """Fetching a registry token from the registry's token server (its realm) failed.
+
+    ``host`` is the registry, ``realm`` the token server URL, ``status`` the HTTP status
+    of the last answer (0 when there was none).  The daemon gets the message, so the
+    build's error names the registry.
+    """
+
+    def __init__(self, host: str, realm: str, message: str, *, status: int = 0) -> None:
+        super().__init__(f"failed to fetch token for {host} from {realm}: {message}")
+        self.host = host
+        self.realm = realm
+        self.status = status
+
+
+class RegistryError(BuildKitError):
+    """A registry request of the client (resolving an image's config) failed; ``status`` is
+    the HTTP status (0 when there was no response)."""
+
+    def __init__(self, ref: str, message: str, *, status: int = 0) -> None:
+        super().__init__(f"{ref}: {message}")
+        self.ref = ref
+        self.status = status
 
 
 class PrerequisiteError(BuildKitError, RuntimeError):

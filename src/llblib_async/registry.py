@@ -17,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import ipaddress
 import json
 import re
 import ssl
@@ -26,11 +25,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .errors import BuildKitError
+from ._wire.address import is_loopback_hostname
+from .errors import RegistryError
 from .llb.platform import Platform, default_platform
 from .llb.reference import normalize_image_ref
 
-__all__ = ["RegistryError", "RegistryResolver", "split_reference"]
+__all__ = ["RegistryResolver", "split_reference"]
 
 MEDIA_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 MEDIA_DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -46,15 +46,6 @@ _MAX_HEADERS: Final = 64 << 10
 _MAX_REDIRECTS: Final = 5
 _DOCKER_HUB: Final = "docker.io"
 _DOCKER_HUB_ENDPOINT: Final = "registry-1.docker.io"
-
-
-class RegistryError(BuildKitError):
-    """A registry request failed; ``status`` is the HTTP status (0 when there was no response)."""
-
-    def __init__(self, ref: str, message: str, *, status: int = 0) -> None:
-        super().__init__(f"{ref}: {message}")
-        self.ref = ref
-        self.status = status
 
 
 def split_reference(ref: str) -> tuple[str, str, str | None, str | None]:
@@ -75,16 +66,6 @@ def split_reference(ref: str) -> tuple[str, str, str | None, str | None]:
 
 def _is_loopback(host: str) -> bool:
     return is_loopback_hostname(urllib.parse.urlsplit("//" + host).hostname or "")
-
-
-def is_loopback_hostname(hostname: str) -> bool:
-    """``localhost`` or a loopback IP address (a host name without port or brackets)."""
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
 
 
 def _sha256(data: bytes) -> str:

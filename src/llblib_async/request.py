@@ -1,33 +1,63 @@
-"""A build request: what to build, where its result goes, what to do with it first."""
+"""A build request and its outcome: what to build, where its result goes, what to do with it first.
+
+:class:`Request` is an immutable value (``Solver.build`` makes one); a
+:class:`~llblib_async.Session` runs it and answers a :class:`SolveResult`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypedDict, Unpack
 
 from . import llb
-from ._gateway import FileStat, Result
-from .exporters import CacheExport, CacheImport, Export
+from .cache import CacheExport, CacheImport
+from .exporters import Export
+from .gateway.result import Result
 
-__all__ = ["FileStat", "Request", "Result", "ResultHandler"]
+__all__ = ["RESPONSE_IMAGE_CONFIG_KEY", "Request", "RequestOptions", "ResultHandler", "SolveResult"]
+
+#: Key of the request State's image config (JSON) in ``SolveResult.exporter_response``
+#: (Go llblib's ``ExporterImageConfigKey``).
+RESPONSE_IMAGE_CONFIG_KEY = "llblib.containerimage.config"
 
 #: ``async def handler(result: Result) -> None``: called after the gateway solve and
 #: before the result is returned to the daemon (so before any export).
 ResultHandler = Callable[[Result], Awaitable[None]]
 
 
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of a build request: ``Solver.build``, ``client.solve``.
+
+    ``label`` prefixes the request's progress (``StatusUpdate.request``); ``exports``
+    say where the result goes (:mod:`llblib_async.exporters`); ``on_result`` is one
+    result handler or several, called in order with the :class:`Result` before the
+    exports (an exception aborts the request and is raised unchanged);
+    ``entitlements`` (``network.host``, ``security.insecure``) must also be allowed by
+    the daemon; ``frontend_attrs`` are passed in the ``SolveRequest``; ``evaluate``
+    solves the result even when nothing reads or exports it; ``cache_exports`` /
+    ``cache_imports`` export the build cache after the build and import cache for it
+    (registry, local directory, inline: :mod:`llblib_async.cache`).
+    """
+
+    label: str
+    exports: Iterable[Export]
+    on_result: ResultHandler | Iterable[ResultHandler]
+    entitlements: Iterable[str]
+    frontend_attrs: Mapping[str, str] | None
+    evaluate: bool
+    cache_exports: Iterable[CacheExport]
+    cache_imports: Iterable[CacheImport]
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One build for :meth:`Session.do <llblib_async.Session.do>` (an immutable value).
 
-    Exactly one of ``state`` and ``definition`` is given. ``label`` prefixes its
-    progress (``StatusUpdate.request``); ``exports`` run after ``result_handlers``
-    (called in order with the :class:`Result`; an exception aborts the request and is
-    raised by ``do`` unchanged); ``entitlements`` (``network.host``,
-    ``security.insecure``) must be allowed by the daemon; ``frontend_attrs`` are passed
-    in the ``SolveRequest``; ``cache_exports``/``cache_imports`` export the build cache
-    after the build and import cache for its solve (registry, local directory, inline).
+    Exactly one of ``state`` and ``definition`` is given; the other fields are the
+    :class:`RequestOptions` it was made with (``result_handlers`` from ``on_result``).
+    Make one with :meth:`of` or ``Solver.build``.
     """
 
     state: llb.State | None = None
@@ -52,32 +82,23 @@ class Request:
         object.__setattr__(self, "cache_imports", tuple(self.cache_imports))
 
     @classmethod
-    def of(
-        cls,
-        target: llb.State | llb.Definition,
-        *,
-        label: str = "",
-        exports: Iterable[Export] = (),
-        on_result: ResultHandler | Iterable[ResultHandler] = (),
-        entitlements: Iterable[str] = (),
-        frontend_attrs: Mapping[str, str] | None = None,
-        evaluate: bool = False,
-        cache_exports: Iterable[CacheExport] = (),
-        cache_imports: Iterable[CacheImport] = (),
-    ) -> Request:
-        """A request for a State or a Definition (``on_result``: one handler or several)."""
-        handlers = (on_result,) if callable(on_result) else tuple(on_result)
+    def of(cls, target: llb.State | llb.Definition, **options: Unpack[RequestOptions]) -> Request:
+        """A request for a State or a Definition; ``options`` are :class:`RequestOptions`."""
+        unknown = sorted(options.keys() - RequestOptions.__annotations__.keys())
+        if unknown:
+            raise TypeError(f"unexpected request option {unknown[0]!r}")
+        on_result = options.get("on_result", ())
         return cls(
             state=target if isinstance(target, llb.State) else None,
             definition=target if isinstance(target, llb.Definition) else None,
-            label=label,
-            exports=tuple(exports),
-            result_handlers=handlers,
-            entitlements=tuple(entitlements),
-            frontend_attrs=MappingProxyType(dict(frontend_attrs or {})),
-            evaluate=evaluate,
-            cache_exports=tuple(cache_exports),
-            cache_imports=tuple(cache_imports),
+            label=options.get("label", ""),
+            exports=tuple(options.get("exports", ())),
+            result_handlers=(on_result,) if callable(on_result) else tuple(on_result),
+            entitlements=tuple(options.get("entitlements", ())),
+            frontend_attrs=MappingProxyType(dict(options.get("frontend_attrs") or {})),
+            evaluate=options.get("evaluate", False),
+            cache_exports=tuple(options.get("cache_exports", ())),
+            cache_imports=tuple(options.get("cache_imports", ())),
         )
 
     async def marshal(self) -> llb.Definition:
@@ -86,3 +107,15 @@ class Request:
             return self.definition
         assert self.state is not None
         return await llb.marshal_async(self.state)
+
+
+@dataclass(frozen=True, slots=True)
+class SolveResult:
+    """What a finished build reports: its id and the merged exporter responses.
+
+    When the request was a State with an image config, ``exporter_response`` also
+    holds it (JSON) under :data:`RESPONSE_IMAGE_CONFIG_KEY`.
+    """
+
+    ref: str
+    exporter_response: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

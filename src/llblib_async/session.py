@@ -1,92 +1,58 @@
 """A BuildKit session shared by many build requests (llblib's ``Session``).
 
-One :class:`Session` is one ``Control.Session`` on the daemon serving, for every
-request made through it:
+One :class:`Session` is one BuildKit session on the daemon (``Control.Session``, or
+Docker's ``/session`` hijack on a Docker daemon) serving, for every request made
+through it:
 
 * ``FileSync`` for the local directories of every request (a request's locals are
   added when it starts, so requests made after the session opened may use new ones),
-* ``FileSend`` for the exporters that send their output back to the client,
+* ``FileSend`` and the content store for the exporters that send their output back,
 * the solver's other attachables (secrets, SSH/socket forwards, auth...).
 
-Each :meth:`Session.do` is a *client-side gateway build*: ``Control.Solve`` without a
-definition (the daemon then waits for the client), ``LLBBridge.Solve`` of the
-request's definition, the request's result handlers (which may read files of the
-result), ``LLBBridge.Return`` -- after which the daemon runs the exporters and
-``Control.Solve`` returns. Any number of ``do`` calls may run concurrently.
+Each :meth:`Session.do` runs the request pipeline (:mod:`llblib_async._pipeline`): a
+*client-side gateway build* whose result handlers may read files of the result before
+the exporters run. Any number of ``do`` calls may run concurrently; exports to the
+client are serialised (see :mod:`llblib_async._pipeline.exports`), everything else
+runs in parallel.
 
-**Exports to the client are serialised.** The daemon tells us which exporter a
-``FileSend`` call belongs to only by its index in the request's exporter list
-(``buildkit-attachable-exporter-id``); no build ref or other per-request header is
-sent (BuildKit v0.34 ``filesync.CopyToCaller``/``CopyFileWriter``). So a request
-with client-side exports (``LocalExport``, ``TarExport``) holds the session's export
-lock from just before its ``Return`` until its ``Control.Solve`` ended; solving and
-result handlers still run in parallel, and requests without client-side exports
-never wait for the lock.
+Open one with ``Solver.session(client)``; ``client.solve`` opens a one-request session
+with :func:`open_session`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 import anyio
 
-from ._errors_grpc import TRANSLATED_ERRORS, translating_errors
-from ._fsutil.receive import FileSendProvider, Target
-from ._fsutil.send import FileSyncProvider, SendStats
-from ._gateway import Gateway, Result
-from ._pb.moby.buildkit import v1 as control
-from ._pb.pb import Definition as PbDefinition
-from ._session import SessionHandle
-from .client import Client, new_id
-from .errors import BuildKitError, ConnectionLostError, LocalDirError
-from .exporters import EXPORT_STORE, CachePlan, LocalCacheStore, plan_cache
-from .llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
-from .progress import ProgressSink, StatusUpdate
-from .request import Request
-from .solve import (
-    STATUS_DRAIN_TIMEOUT,
-    SolveResult,
-    _exporter_pb,
-    _FailureContext,
-    _unsupported_exporter,
-    upload_failure,
-)
+from ._fsutil.send import SendStats
+from ._fsutil.walk import FilterOptions
+from ._identity import new_id
+from ._pipeline.exports import ExportRoute
+from ._pipeline.run import SessionServices, run_request
+from ._tunnel.handle import SessionHandle
+from ._tunnel.transports import open_client_session
+from ._wire.connection import Connection
+from .attachables.attachable import Attachable
+from .attachables.content_store import ContentStore
+from .attachables.filesend import FileSendProvider
+from .attachables.filesync import FileSyncProvider
+from .errors import SessionClosedError
+from .progress import NullProgress, ProgressSink
+from .request import Request, SolveResult
 
-__all__ = ["RESPONSE_IMAGE_CONFIG_KEY", "Session", "SessionClosedError"]
-
-
-#: Key of the request State's image config (JSON) in ``SolveResult.exporter_response``
-#: (Go llblib's ``ExporterImageConfigKey``).
-RESPONSE_IMAGE_CONFIG_KEY = "llblib.containerimage.config"
-
-
-class SessionClosedError(BuildKitError, RuntimeError):
-    """The session was closed (its ``async with`` block left) before or while a request ran."""
+__all__ = ["Session", "open_session"]
 
 
 class Session:
-    """Runs build requests over one BuildKit session; create it with ``Solver.session``."""
+    """Runs build requests over one BuildKit session; open it with ``Solver.session``."""
 
-    def __init__(
-        self,
-        client: Client,
-        handle: SessionHandle,
-        *,
-        filesync: FileSyncProvider,
-        filesend: FileSendProvider,
-        content_store: LocalCacheStore,
-        progress: ProgressSink,
-    ) -> None:
-        self._client = client
+    def __init__(self, handle: SessionHandle, services: SessionServices) -> None:
         self._handle = handle
-        self._filesync = filesync
-        self._filesend = filesend
-        self._content_store = content_store
-        self._sink = progress
-        self._export_lock = asyncio.Lock()
+        self._services = services
         self._running: dict[anyio.CancelScope, anyio.Event] = {}
         self._closing = False
 
@@ -98,7 +64,7 @@ class Session:
     @property
     def locals(self) -> Mapping[str, Path]:
         """Every local directory the session serves so far, by name."""
-        return MappingProxyType(dict(self._filesync.dirs))
+        return MappingProxyType(dict(self._services.filesync.dirs))
 
     @property
     def transport(self) -> str:
@@ -110,7 +76,7 @@ class Session:
     def uploads(self) -> tuple[SendStats, ...]:
         """One entry per local-directory transfer so far (name, entries listed, files
         the daemon asked for, bytes sent): shows what was (not) sent again."""
-        return tuple(self._filesync.transfers)
+        return tuple(self._services.filesync.transfers)
 
     def add_local(self, name: str, path: Path) -> None:
         """Serve ``path`` as ``local://name`` (also done for each request's locals).
@@ -118,14 +84,7 @@ class Session:
         Raises :class:`~llblib_async.errors.LocalDirError` if ``path`` is not a
         directory or ``name`` is already served from another directory.
         """
-        path = Path(path).absolute()
-        if not path.is_dir():
-            reason = "does not exist" if not path.exists() else "is not a directory"
-            raise LocalDirError(name, str(path), reason)
-        current = self._filesync.dirs.get(name)
-        if current is not None and current != path:
-            raise LocalDirError(name, str(path), f"the name is already served from {current}")
-        self._filesync.dirs[name] = path
+        self._services.filesync.serve(name, path)
 
     async def do(self, request: Request) -> SolveResult:
         """Build ``request``, run its result handlers and exporters; return the exporter response.
@@ -133,9 +92,9 @@ class Session:
         Raises :class:`~llblib_async.errors.SolveError` when the build fails (with the
         failing step's log tail), the exception of a failing result handler unchanged,
         :class:`~llblib_async.errors.ConnectionLostError` when the daemon goes away,
-        :class:`SessionClosedError` when the session is closed meanwhile. Cancelling
-        the calling task cancels the build in the daemon; other requests and the
-        session are not affected by either.
+        :class:`~llblib_async.errors.SessionClosedError` when the session is closed
+        meanwhile. Cancelling the calling task cancels the build in the daemon; other
+        requests and the session are not affected by either.
         """
         if self._closing:
             raise SessionClosedError("the session is closed")
@@ -145,14 +104,14 @@ class Session:
         self._running[scope] = done
         try:
             with scope:
-                return await self._handle.guard(lambda: self._run(request))
+                return await self._handle.guard(lambda: run_request(request, self._services))
         finally:
             del self._running[scope]
             done.set()
-        # Only reached when _aclose cancelled the scope.
+        # Only reached when _close cancelled the scope.
         raise SessionClosedError("the session was closed while the request ran")
 
-    async def _aclose(self) -> None:
+    async def _close(self) -> None:
         """Cancel the requests still running and wait until they have ended."""
         self._closing = True
         pending = list(self._running.items())
@@ -162,139 +121,42 @@ class Session:
             for _, done in pending:
                 await done.wait()
 
-    async def _run(self, request: Request) -> SolveResult:
-        definition = await request.marshal()
-        for name, path in definition.locals.items():
-            self.add_local(name, path)
-        uploads_before = len(self._filesync.transfers)
-        exports = request.exports
-        targets = {i: t for i, e in enumerate(exports) if (t := e.session_target()) is not None}
-        cache = await plan_cache(request.cache_exports, request.cache_imports, exports)
-        if cache.store is not None:
-            # Local cache dirs are keyed by their path: requests can share them. The
-            # OCI layout export store has one fixed id: it is set under the export lock.
-            shared = {k: v for k, v in cache.store.stores.items() if k != EXPORT_STORE}
-            self._content_store.stores.update(shared)
-        ref = new_id()
-        failure = _FailureContext()
-        image_config = request.state.image_config if request.state is not None else None
-        exporters = [_exporter_pb(e, image_config) for e in exports]
-        solve_request = control.SolveRequest(
-            ref=ref,
-            session=self.id,
-            exporters=exporters,
-            entitlements=list(request.entitlements),
-            frontend_attrs=dict(request.frontend_attrs),
+
+@contextlib.asynccontextmanager
+async def open_session(
+    conn: Connection,
+    *,
+    locals: Mapping[str, Path] | None = None,
+    adjust: Callable[[str, FilterOptions], FilterOptions] | None = None,
+    attachables: Sequence[Attachable] = (),
+    progress: ProgressSink | None = None,
+) -> AsyncIterator[Session]:
+    """Open one BuildKit session on ``conn`` serving ``locals`` (``adjust`` may rewrite a
+    local's filter options per transfer) and ``attachables``; progress of every request
+    goes to ``progress``.
+
+    Leaving the block cancels the requests still running (their ``do`` raises
+    :class:`~llblib_async.errors.SessionClosedError`), waits for them, then closes the
+    session. Raises :class:`~llblib_async.errors.DaemonUnreachableError` when the
+    session cannot be opened and ``ValueError`` when two attachables serve one method.
+    """
+    filesync = FileSyncProvider(locals or {}, adjust=adjust)
+    filesend = FileSendProvider({})
+    # The daemon learns a session's methods when it opens, so the content store is
+    # always served; requests add their local cache dirs (and OCI layout dirs) to it.
+    content_store = ContentStore({})
+    served: list[Attachable] = [filesync, filesend, content_store, *attachables]
+    async with open_client_session(conn, session_id=new_id(), attachables=served) as handle:
+        services = SessionServices(
+            conn=conn,
+            session_id=handle.id,
+            filesync=filesync,
+            content_store=content_store,
+            exports=ExportRoute(filesend, content_store),
+            progress=progress if progress is not None else NullProgress(),
         )
-        cache_options = cache.options_pb()
-        if cache_options is not None:
-            solve_request.cache = cache_options
-        if exporters and self._client.is_moby:
-            solve_request.exporter_deprecated = exporters[0].type
-            solve_request.exporter_attrs_deprecated = dict(exporters[0].attrs)
-
-        async def follow_status() -> None:
-            try:
-                async for msg in self._client.control.status(control.StatusRequest(ref=ref)):
-                    update = StatusUpdate.from_pb(msg, request=request.label)
-                    failure.observe(update)
-                    self._sink.update(update)
-            except TRANSLATED_ERRORS:
-                pass  # progress is best effort: the Solve call reports the real outcome
-
-        response: control.SolveResponse | None = None
-        failed: BuildKitError | None = None
-        other: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(follow_status)
-            try:
-                response = await self._build(ref, solve_request, definition.to_pb(), request, targets, cache)
-            except BuildKitError as err:
-                failed = err
-            except Exception as err:
-                # Not the build's failure (a result handler's, say): no logs to wait for.
-                # Raised outside the task group, which would wrap it in an ExceptionGroup.
-                other = err
-                tg.cancel_scope.cancel()
-            tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
-        if other is not None:
-            raise other
-        if failed is not None:
-            mapped = _unsupported_exporter(failed, exports) or upload_failure(
-                self._filesync, definition.locals, uploads_before
-            )
-            if mapped is not None:
-                raise mapped from failed
-            raise failure.enrich(failed)
-        assert response is not None
-        await cache.finish(response.exporter_response)
-        exporter_response = dict(response.exporter_response)
-        if image_config is not None:
-            exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, image_config.to_json().decode())
-        return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
-
-    async def _build(
-        self,
-        ref: str,
-        solve_request: control.SolveRequest,
-        definition: PbDefinition,
-        request: Request,
-        targets: dict[int, Target],
-        cache: CachePlan,
-    ) -> control.SolveResponse:
-        """Control.Solve (gateway forwarder) and the LLBBridge callback side by side."""
-        gateway = Gateway(self._client.connection.channel, ref, self._client.address)
-        responses: list[control.SolveResponse] = []
-        errors: list[Exception] = []
-        holding_lock = False
-
-        async def control_solve() -> None:
-            try:
-                with translating_errors("Solve", self._client.address):
-                    responses.append(await self._client.control.solve(solve_request))
-            except BuildKitError as e:
-                errors.append(e)
-                tg.cancel_scope.cancel()
-
-        async def callback() -> None:
-            nonlocal holding_lock
-            try:
-                pb_result = await gateway.solve(
-                    definition, evaluate=request.evaluate, cache_imports=cache.imports
-                )
-                result = Result._from_pb(pb_result, gateway)
-                for handler in request.result_handlers:
-                    await handler(result)
-                if targets or cache.layout is not None:
-                    await self._export_lock.acquire()
-                    holding_lock = True
-                    self._filesend.targets = dict(targets)
-                    if cache.layout is not None:
-                        self._content_store.stores[EXPORT_STORE] = cache.layout
-                # Docker 20.10's moby exporter ignores the containerimage.config attr and
-                # reads the config only from the result metadata (newer exporters read both,
-                # the attr winning): put the exporter's config there too.
-                for export, exporter in zip(request.exports, solve_request.exporters, strict=True):
-                    config = exporter.attrs.get(EXPORTER_IMAGE_CONFIG_KEY)
-                    if config is not None and getattr(export, "accepts_image_config", False):
-                        pb_result.metadata.setdefault(EXPORTER_IMAGE_CONFIG_KEY, config.encode())
-                        break
-                await gateway.return_result(pb_result)
-            except Exception as e:
-                errors.append(e)
-                tg.cancel_scope.cancel()  # cancelling Control.Solve cancels the build
-
+        session = Session(handle, services)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(control_solve)
-                tg.start_soon(callback)
+            yield session
         finally:
-            if holding_lock:
-                self._filesend.targets = {}
-                self._content_store.stores.pop(EXPORT_STORE, None)
-                self._export_lock.release()
-        if errors:
-            raise errors[0]
-        if not responses:
-            raise ConnectionLostError(self._client.address, "Solve ended without a response")
-        return responses[0]
+            await session._close()

@@ -19,21 +19,18 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Unpack
 
 from . import llb
-from ._docker_session import open_client_session
-from ._fsutil.receive import FileSendProvider
-from ._fsutil.send import FileSyncProvider
 from ._fsutil.walk import FilterOptions, MapResult
 from ._pb.fsutil.types import Stat
-from ._session import Attachable
-from .client import Client, new_id
+from .attachables.attachable import Attachable
+from .attachables.filesync import checked_dir
+from .client import Client
 from .errors import LocalDirError
-from .exporters import CacheExport, CacheImport, Export, LocalCacheStore
-from .progress import NullProgress, ProgressSink
-from .request import Request, ResultHandler
-from .session import Session
+from .progress import ProgressSink
+from .request import Request, RequestOptions
+from .session import Session, open_session
 
 __all__ = ["Solver"]
 
@@ -62,10 +59,7 @@ class Solver:
         Raises :class:`~llblib_async.errors.LocalDirError` if ``path`` is not a
         directory or ``name`` is already registered for another directory.
         """
-        path = Path(path).absolute()
-        if not path.is_dir():
-            reason = "does not exist" if not path.exists() else "is not a directory"
-            raise LocalDirError(name, str(path), reason)
+        path = checked_dir(name, path)
         current = self._locals.get(name)
         if current is not None and current != path:
             raise LocalDirError(name, str(path), f"the name is already registered for {current}")
@@ -145,35 +139,17 @@ class Solver:
             raise TypeError(f"{attachable!r} is not an attachable (no __mapping__())")
         self._attachables.append(attachable)
 
-    def build(
-        self,
-        target: llb.State | llb.Definition,
-        *,
-        label: str = "",
-        exports: Iterable[Export] = (),
-        on_result: ResultHandler | Iterable[ResultHandler] = (),
-        entitlements: Iterable[str] = (),
-        frontend_attrs: Mapping[str, str] | None = None,
-        evaluate: bool = False,
-        cache_exports: Iterable[CacheExport] = (),
-        cache_imports: Iterable[CacheImport] = (),
-    ) -> Request:
-        """A :class:`~llblib_async.Request` for ``target`` (a Definition's locals are registered now;
-        a State's when the request runs, as marshalling it may need the daemon)."""
+    def build(self, target: llb.State | llb.Definition, **options: Unpack[RequestOptions]) -> Request:
+        """A :class:`~llblib_async.Request` for ``target`` with ``options`` (see
+        :class:`~llblib_async.RequestOptions`: ``label``, ``exports``, ``on_result``...).
+
+        A Definition's locals are registered now; a State's when the request runs, as
+        marshalling it may need the daemon.
+        """
         if isinstance(target, llb.Definition):
             for name, path in target.locals.items():
                 self.add_local(name, path)
-        return Request.of(
-            target,
-            label=label,
-            exports=exports,
-            on_result=on_result,
-            entitlements=entitlements,
-            frontend_attrs=frontend_attrs,
-            evaluate=evaluate,
-            cache_exports=cache_exports,
-            cache_imports=cache_imports,
-        )
+        return Request.of(target, **options)
 
     @contextlib.asynccontextmanager
     async def session(
@@ -186,24 +162,16 @@ class Solver:
         session. A failure to close is raised as the one typed error the session
         machinery reports (e.g. :class:`~llblib_async.errors.ConnectionLostError`).
         """
-        filesync = FileSyncProvider(self._locals, adjust=self._filters_for)
-        filesend = FileSendProvider({})
-        # The content store is announced at open, so it is always served; requests add
-        # their local cache dirs (and OCI layout export dirs) to it as they run.
-        content_store = LocalCacheStore({})
-        attachables: list[Attachable] = [filesync, filesend, content_store, *self._attachables]
-        async with open_client_session(client, session_id=new_id(), attachables=attachables) as handle:
-            session = Session(
-                client,
-                handle,
-                filesync=filesync,
-                filesend=filesend,
-                content_store=content_store,
-                progress=progress if progress is not None else NullProgress(),
-            )
+        opened = open_session(
+            client.connection,
+            locals=self._locals,
+            adjust=self._filters_for,
+            attachables=self._attachables,
+            progress=progress,
+        )
+        async with opened as session:
             self._sessions.add(session)
             try:
                 yield session
             finally:
                 self._sessions.discard(session)
-                await session._aclose()

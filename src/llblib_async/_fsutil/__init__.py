@@ -8,10 +8,13 @@ BuildKit moves directories between client and daemon with the packet protocol of
 * :mod:`.patterns` -- a port of ``github.com/moby/patternmatcher`` (dockerignore syntax);
 * :mod:`.walk` -- a synchronous walker producing fsutil ``Stat`` entries in Go's order,
   with fsutil's include/exclude/followpaths filtering;
-* :mod:`.send` -- the FileSync sender attachable (local directories -> daemon);
-* :mod:`.receive` -- the FileSend receiver attachable (exporter output -> client);
+* :mod:`.send` -- the sending side: a local directory tree -> daemon;
+* :mod:`.receive` -- the receiving side: an exported tree -> a local directory;
 * :mod:`.wire` -- the packet codec and the grpclib stream adapter;
 * :mod:`.beneath` -- descriptor-relative file access that never follows symlinks.
+
+The session services that use them (FileSync, FileSend) are attachables:
+:mod:`llblib_async.attachables.filesync` and :mod:`llblib_async.attachables.filesend`.
 
 Cross-checked against Go: ``tests/test_fsutil_unit.py`` builds fsutil's own walker
 from the Go module cache and compares every ``Stat`` field.

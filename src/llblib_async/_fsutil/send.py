@@ -1,8 +1,8 @@
-"""FileSync sender: local directories -> daemon (``/moby.filesync.v1.FileSync/DiffCopy``).
+"""fsutil sender: a local directory tree sent to the daemon (one ``FileSync/DiffCopy`` call).
 
-The daemon asks for a local directory by name (``local://<name>`` sources, frontend
-contexts) and receives it with fsutil's diffcopy protocol (spec §3.1; Go:
-``fsutil/send.go``, ``buildkit/session/filesync``):
+The FileSync attachable (:mod:`llblib_async.attachables.filesync`) calls
+:func:`send_tree` with the directory the daemon asked for; it sends it with fsutil's
+diffcopy protocol (spec §3.1; Go: ``fsutil/send.go``, ``buildkit/session/filesync``):
 
 1. we send one STAT per entry (walk order, see :mod:`.walk`) and an empty STAT;
 2. the daemon sends REQ{id} for the regular files whose content it needs (id = index
@@ -31,28 +31,20 @@ import os
 import stat as _stat
 import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import grpclib.const
-import grpclib.server
 from anyio.streams.memory import MemoryObjectReceiveStream
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 
 from .._pb.fsutil.types import Stat
-from .._session import RawMessage
-from ..errors import LocalDirError
 from . import gomode, wire
 from .beneath import Beneath
-from .walk import FilterOptions, MapFunc, WalkError, walk
+from .walk import FilterOptions, WalkError, walk
 
-__all__ = ["DIFFCOPY_METHOD", "FileSyncProvider", "SendStats", "parse_request_options", "send_tree"]
-
-DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
+__all__ = ["DEFAULT_CHUNK", "SendStats", "parse_request_options", "send_tree"]
 
 #: Files served concurrently (Go's sender runs 4 workers).
 PARALLEL_FILES = 4
@@ -119,11 +111,6 @@ def parse_request_options(md: Any) -> tuple[str, FilterOptions]:
         follow_paths=_md_values(md, _KEY_FOLLOW),
     )
     return name, opts
-
-
-def _go_quote(s: str) -> str:
-    """Go's ``%q`` for the error messages the daemon shows (close enough for text)."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _next_batch(gen: Generator[Stat, None, None], n: int) -> list[Stat]:
@@ -442,65 +429,3 @@ async def send_tree(
     finally:
         beneath.close()
     return stats
-
-
-class FileSyncProvider:
-    """Attachable serving local directories to the daemon by name.
-
-    ``dirs`` maps the names used in ``local://<name>`` sources to directories.
-    ``adjust`` may rewrite the filter options of each request (like Go's
-    ``FilterOptFunc``, e.g. to add a map function); ``map_fn`` is a shortcut for a
-    map function applied to every request. ``chunk_size`` is the payload of one DATA
-    packet: 256 KiB by default (Go sends 32 KiB; larger packets cut the per-message
-    cost of the two HTTP/2 layers, 256 KiB roughly doubles throughput; the daemon
-    accepts up to 16 MiB).
-    """
-
-    def __init__(
-        self,
-        dirs: Mapping[str, str | os.PathLike[str]],
-        *,
-        map_fn: MapFunc | None = None,
-        adjust: Callable[[str, FilterOptions], FilterOptions] | None = None,
-        chunk_size: int = DEFAULT_CHUNK,
-    ) -> None:
-        if not 0 < chunk_size <= 8 * 1024 * 1024:
-            raise ValueError("chunk_size must be between 1 byte and 8 MiB")
-        self._chunk_size = chunk_size
-        self.dirs: dict[str, Path] = {}
-        for name, d in dirs.items():
-            path = Path(d)
-            if not path.is_dir():
-                raise LocalDirError(
-                    name, str(path), "does not exist" if not path.exists() else "is not a directory"
-                )
-            self.dirs[name] = path
-        self._map_fn = map_fn
-        self._adjust = adjust
-        #: one entry per completed or failed transfer, in order
-        self.transfers: list[SendStats] = []
-
-    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        return {
-            DIFFCOPY_METHOD: grpclib.const.Handler(
-                self._diffcopy, grpclib.const.Cardinality.STREAM_STREAM, RawMessage, RawMessage
-            )
-        }
-
-    async def _diffcopy(self, stream: grpclib.server.Stream[Any, Any]) -> None:
-        name, opts = parse_request_options(stream.metadata)
-        root = self.dirs.get(name)
-        if root is None:
-            raise GRPCError(Status.NOT_FOUND, f"no access allowed to dir {_go_quote(name)}")
-        if self._map_fn is not None:
-            opts = replace(opts, map=self._map_fn)
-        if self._adjust is not None:
-            opts = self._adjust(name, opts)
-        try:
-            conn = wire.GrpcPacketConn(stream)
-            stats = await send_tree(conn, root, opts, name=name, chunk=self._chunk_size)
-        except wire.TransferError as e:
-            # Only our side's failures: the receiver's own are already the daemon's error.
-            self.transfers.append(SendStats(name=name, options=opts, error=e.message if e.send_err else ""))
-            raise GRPCError(e.status, f"local {name}: {e.message}") from e
-        self.transfers.append(stats)

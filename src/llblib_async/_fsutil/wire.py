@@ -15,7 +15,9 @@ import anyio
 from grpclib.const import Status
 
 from .._pb.fsutil.types import PacketPacketType, Stat
-from .._session import RawMessage, _fast_stream
+from .._wire.h2fast import fast_stream
+from .._wire.messages import RawMessage
+from .._wire.protobuf import read_varint, skip_field, varint
 
 PT = PacketPacketType
 
@@ -34,37 +36,15 @@ class TransferError(Exception):
         self.send_err = send_err
 
 
-# The codec below is hand-written: betterproto2 takes 50-200 us to (de)serialize one
-# packet, which dominated transfers of many small files (several packets per file on
-# each side). The schemas are tiny (fsutil types/wire.proto, types/stat.proto) and
-# the unit tests check the codec against the generated classes both ways.
-
-
-def _varint(n: int) -> bytes:
-    if 0 <= n < _SMALL_VARINTS_MAX:
-        return _SMALL_VARINTS[n]
-    if n < 0:
-        n += 1 << 64  # int64: two's complement, 10 bytes
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-# Encoded once: the varints of every field tag, mode, id and small length.
-_SMALL_VARINTS_MAX = 1 << 11
-_SMALL_VARINTS = [
-    bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(_SMALL_VARINTS_MAX)
-]
+# The codec below is hand-written, on llblib_async._wire.protobuf's varint: betterproto2
+# takes 50-200 us to (de)serialize one packet, which dominated transfers of many small
+# files (several packets per file on each side). The schemas are tiny (fsutil
+# types/wire.proto, types/stat.proto) and the unit tests check the codec against the
+# generated classes both ways.
 
 
 def _len_field(tag: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
-    return [bytes((tag,)), _varint(len(payload)), payload]
+    return [bytes((tag,)), varint(len(payload)), payload]
 
 
 _DATA_TYPE = b"\x08\x02"  # field 1 (type), varint PACKET_DATA=2
@@ -74,9 +54,9 @@ def encode_data(file_id: int, data: bytes | memoryview) -> bytes:
     """``bytes(Packet(type=PACKET_DATA, id=file_id, data=data))``."""
     parts: list[bytes | memoryview] = [_DATA_TYPE]
     if file_id:
-        parts.append(b"\x18" + _varint(file_id))  # field 3 (ID), varint
+        parts.append(b"\x18" + varint(file_id))  # field 3 (ID), varint
     if len(data):
-        parts.append(b"\x22" + _varint(len(data)))  # field 4 (data), length-delimited
+        parts.append(b"\x22" + varint(len(data)))  # field 4 (data), length-delimited
         parts.append(data)
     return b"".join(parts)
 
@@ -94,16 +74,16 @@ def encode_stat_message(st: Stat) -> bytes:
         (0x30, st.mod_time),
     ):
         if value:
-            parts += (bytes((tag,)), _varint(value))
+            parts += (bytes((tag,)), varint(value))
     if st.linkname:
         parts += _len_field(0x3A, st.linkname.encode("utf-8", "surrogateescape"))
     if st.devmajor:
-        parts += (b"\x40", _varint(st.devmajor))
+        parts += (b"\x40", varint(st.devmajor))
     if st.devminor:
-        parts += (b"\x48", _varint(st.devminor))
-    for key, value in st.xattrs.items():
-        k = key.encode("utf-8", "surrogateescape")
-        entry = b"".join([b"\x0a", _varint(len(k)), k, b"\x12", _varint(len(value)), value])
+        parts += (b"\x48", varint(st.devminor))
+    for name, xattr in st.xattrs.items():
+        k = name.encode("utf-8", "surrogateescape")
+        entry = b"".join([b"\x0a", varint(len(k)), k, b"\x12", varint(len(xattr)), xattr])
         parts += _len_field(0x52, entry)
     return b"".join(parts)
 
@@ -119,38 +99,11 @@ FIN = b"\x08\x03"
 
 
 def encode_req(file_id: int) -> bytes:
-    return b"\x08\x01" + (b"\x18" + _varint(file_id) if file_id else b"")
+    return b"\x08\x01" + (b"\x18" + varint(file_id) if file_id else b"")
 
 
 def encode_err(message: str) -> bytes:
     return b"".join([b"\x08\x04", *_len_field(0x22, message.encode("utf-8", "replace"))])
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _skip(buf: bytes, pos: int, wire_type: int) -> int:
-    if wire_type == 0:
-        return _read_varint(buf, pos)[1]
-    if wire_type == 1:
-        return pos + 8
-    if wire_type == 2:
-        n, pos = _read_varint(buf, pos)
-        return pos + n
-    if wire_type == 5:
-        return pos + 4
-    raise ValueError(f"unsupported wire type {wire_type}")
 
 
 def _int64(v: int) -> int:
@@ -169,14 +122,14 @@ def decode_stat(buf: bytes) -> Stat:
         if tag < 0x80:
             pos += 1
         else:
-            tag, pos = _read_varint(buf, pos)
+            tag, pos = read_varint(buf, pos)
         field, wt = tag >> 3, tag & 7
         if wt == 0:
             v = buf[pos]
             if v < 0x80:
                 pos += 1
             else:
-                v, pos = _read_varint(buf, pos)
+                v, pos = read_varint(buf, pos)
             if field == 2:
                 st.mode = v & 0xFFFFFFFF
             elif field == 3:
@@ -192,7 +145,7 @@ def decode_stat(buf: bytes) -> Stat:
             elif field == 9:
                 st.devminor = _int64(v)
         elif wt == 2:
-            n, pos = _read_varint(buf, pos)
+            n, pos = read_varint(buf, pos)
             chunk = buf[pos : pos + n]
             if len(chunk) != n:
                 raise ValueError("truncated Stat")
@@ -205,11 +158,11 @@ def decode_stat(buf: bytes) -> Stat:
                 key, value = "", b""
                 p, e = 0, len(chunk)
                 while p < e:
-                    t, p = _read_varint(chunk, p)
+                    t, p = read_varint(chunk, p)
                     if t & 7 != 2:
-                        p = _skip(chunk, p, t & 7)
+                        p = skip_field(chunk, p, t & 7)
                         continue
-                    m, p = _read_varint(chunk, p)
+                    m, p = read_varint(chunk, p)
                     if t >> 3 == 1:
                         key = _str(chunk[p : p + m])
                     elif t >> 3 == 2:
@@ -217,7 +170,7 @@ def decode_stat(buf: bytes) -> Stat:
                     p += m
                 st.xattrs[key] = value
         else:
-            pos = _skip(buf, pos, wt)
+            pos = skip_field(buf, pos, wt)
     return st
 
 
@@ -254,16 +207,16 @@ def decode(buf: bytes) -> RawPacket:
             if tag < 0x80:
                 pos += 1
             else:
-                tag, pos = _read_varint(buf, pos)
+                tag, pos = read_varint(buf, pos)
             field, wt = tag >> 3, tag & 7
             if wt == 0:
-                v, pos = _read_varint(buf, pos)
+                v, pos = read_varint(buf, pos)
                 if field == 1:
                     ptype = v
                 elif field == 3:
                     file_id = v & 0xFFFFFFFF
             elif wt == 2:
-                n, pos = _read_varint(buf, pos)
+                n, pos = read_varint(buf, pos)
                 if pos + n > end:
                     raise ValueError("truncated Packet")
                 if field == 2:
@@ -274,7 +227,7 @@ def decode(buf: bytes) -> RawPacket:
                     data = memoryview(buf)[pos : pos + n] if big else buf[pos : pos + n]
                 pos += n
             else:
-                pos = _skip(buf, pos, wt)
+                pos = skip_field(buf, pos, wt)
     except (IndexError, ValueError, UnicodeDecodeError) as e:
         raise TransferError(f"malformed packet: {e}", Status.INVALID_ARGUMENT) from e
     return RawPacket(ptype, stat, file_id, data)
@@ -305,7 +258,7 @@ class GrpcPacketConn:
         self._lock = asyncio.Lock()
         # On the session's own connections, packets skip grpclib's per-message
         # Stream.send_message/recv_message (_FastStream's message methods).
-        self._fast = _fast_stream(stream)
+        self._fast = fast_stream(stream)
         self._headers_sent = False
 
     async def recv(self) -> bytes | None:

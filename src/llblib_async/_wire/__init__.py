@@ -1,2 +1,1 @@
-"""The wire layer: bytes on sockets and in gRPC messages, under the client and the session.
-"""
+"""The wire layer: bytes on sockets and in gRPC messages, under the client and the session."""

@@ -27,23 +27,15 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._pb.moby.buildkit.secrets import v1 as secrets_pb
-from ..errors import BuildKitError
+from ..errors import SecretError
 
-__all__ = ["GET_SECRET_METHOD", "MAX_SECRET_SIZE", "Secret", "SecretError", "Secrets"]
+__all__ = ["GET_SECRET_METHOD", "MAX_SECRET_SIZE", "Secret", "Secrets"]
 
 log = logging.getLogger("llblib_async.secrets")
 
 GET_SECRET_METHOD: Final = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 #: BuildKit's cap (Go ``secretsprovider.MaxSecretSize``): larger secrets are refused.
 MAX_SECRET_SIZE: Final = 500 * 1024
-
-
-class SecretError(BuildKitError, ValueError):
-    """A secret could not be provided (missing source, too big...); never holds the value."""
-
-    def __init__(self, message: str, *, status: Status = Status.FAILED_PRECONDITION) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _too_big(what: str, size: int) -> SecretError:

@@ -14,7 +14,7 @@ import grpclib.client
 import grpclib.server
 from grpclib.encoding.proto import ProtoCodec
 
-from .._session import Attachable
+from ..attachables.attachable import Attachable
 
 __all__ = ["serve_attachable"]
 

@@ -68,8 +68,7 @@ import grpclib.const
 import grpclib.server
 from grpclib.exceptions import GRPCError
 
-from . import _ed25519
-from ._pb.moby.filesync.v1 import (
+from .._pb.moby.filesync.v1 import (
     CredentialsRequest,
     CredentialsResponse,
     FetchTokenRequest,
@@ -79,15 +78,14 @@ from ._pb.moby.filesync.v1 import (
     VerifyTokenAuthorityRequest,
     VerifyTokenAuthorityResponse,
 )
-from .errors import BuildKitError
-from .registry import is_loopback_hostname
+from .._wire.address import is_loopback_hostname
+from ..errors import AuthConfigError, TokenFetchError
+from . import _ed25519
 
 __all__ = [
     "DOCKER_HUB_CONFIG_KEY",
     "NO_CLIENT_TOKEN_ENV",
-    "AuthConfigError",
     "DockerAuthProvider",
-    "TokenFetchError",
     "docker_config_path",
 ]
 
@@ -111,25 +109,6 @@ _GET_TOKEN_AUTHORITY = _SERVICE + "GetTokenAuthority"
 _VERIFY_TOKEN_AUTHORITY = _SERVICE + "VerifyTokenAuthority"
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
-
-
-class AuthConfigError(BuildKitError):
-    """The Docker config file or a credential helper gave unusable data."""
-
-
-class TokenFetchError(BuildKitError):
-    """Fetching a registry token from the registry's token server (its realm) failed.
-
-    ``host`` is the registry, ``realm`` the token server URL, ``status`` the HTTP status
-    of the last answer (0 when there was none).  The daemon gets the message, so the
-    build's error names the registry.
-    """
-
-    def __init__(self, host: str, realm: str, message: str, *, status: int = 0) -> None:
-        super().__init__(f"failed to fetch token for {host} from {realm}: {message}")
-        self.host = host
-        self.realm = realm
-        self.status = status
 
 
 def _env_true(name: str) -> bool:

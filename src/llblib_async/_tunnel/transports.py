@@ -1,11 +1,10 @@
-"""Sessions on the Docker daemon through its ``/session`` hijack, and the session chooser.
-
-On a Docker daemon a BuildKit session can be carried two ways:
+"""What carries a session: ``Control.Session`` on the gRPC connection, or Docker's ``/session`` socket.
 
 ``control-session``
-    ``Control.Session`` on the gRPC channel (``POST /grpc`` upgraded to HTTP/2): the
-    session's own HTTP/2 connection travels inside ``BytesMessage`` chunks of that call
-    (:func:`~llblib_async._session.open_session`); what plain buildkitd offers.
+    ``Control.Session`` on the client's gRPC channel: the session's own HTTP/2
+    connection travels inside the ``BytesMessage`` chunks of that bidi call
+    (:class:`~llblib_async._wire.pipes.GrpcStreamPipe`); what plain buildkitd offers
+    (:func:`open_control_session`).
 ``docker-hijack``
     ``POST /session`` with ``Upgrade: h2c`` and the session as HTTP headers
     (``X-Docker-Expose-Session-Uuid``, ``-Name``, ``-Sharedkey``, one
@@ -14,27 +13,28 @@ On a Docker daemon a BuildKit session can be carried two ways:
     (buildkit ``session.Manager.HandleHTTPRequest``, mounted by moby's session router;
     what the Go client's ``WithSessionDialer`` and the docker CLI use). One socket per
     session, no second layer of framing, and the session's bytes do not share the HTTP/2
-    flow-control windows of the ``/grpc`` connection with the build's own calls.
+    flow-control windows of the ``/grpc`` connection with the build's own calls
+    (:func:`open_docker_session`).
 
-:func:`open_client_session` picks one: ``docker-hijack`` when the client is connected to
-a Docker daemon (:attr:`Connection.docker_socket <llblib_async._transport.Connection>` set),
-``control-session`` otherwise.  The choice is recorded on the handle
-(:attr:`SessionHandle.transport <llblib_async._session.SessionHandle>`, shown by
-:attr:`Session.transport <llblib_async.session.Session>`).
+:func:`open_client_session` picks one: ``docker-hijack`` when the connection is to a
+Docker daemon (:attr:`Connection.docker_socket <llblib_async._wire.connection.Connection>`
+set), ``control-session`` otherwise. The choice is recorded on the handle
+(:attr:`SessionHandle.transport <.handle.SessionHandle>`, shown by
+:attr:`Session.transport <llblib_async.Session>`).
 
 **When dockerd refuses ``/session``** -- it *answers* the ``POST`` with an HTTP error
 status instead of ``101`` (an API proxy filtering endpoints, a daemon whose API lacks the
 route) -- :func:`open_client_session` falls back to ``control-session`` and logs a
-warning.  Reason: the in-band session needs nothing but the ``/grpc`` endpoint, which the
+warning. Reason: the in-band session needs nothing but the ``/grpc`` endpoint, which the
 connection already proved to work (the connect-time ``ListWorkers`` probe), and it gives
 the build the same services; refusing to build where a working transport exists would help
-nobody.  When the socket cannot be reached at all, closes without an HTTP answer or does
+nobody. When the socket cannot be reached at all, closes without an HTTP answer or does
 not answer in time, there is no fallback: the daemon is gone or broken, the in-band call
 would fail the same way, only later and less clearly, so
 :class:`~llblib_async.errors.DaemonUnreachableError` naming the Docker socket address
-(``docker+unix:///...``) is raised at once.  :func:`open_docker_session` itself never
-falls back: a refusal raises :class:`DockerSessionRefusedError` (a
-``DaemonUnreachableError``).
+(``docker+unix:///...``) is raised at once. :func:`open_docker_session` itself never
+falls back: a refusal raises :class:`~llblib_async.errors.UpgradeRefusedError` (a
+``DaemonUnreachableError`` carrying the HTTP status).
 """
 
 from __future__ import annotations
@@ -44,72 +44,88 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from ._session import (
-    Attachable,
-    HealthService,
-    SessionHandle,
-    _collect_mapping,
-    open_session,
-    serve_session_streams,
-    session_headers,
-)
-from ._transport import Address, UpgradeRefusedError, docker_hijack
+import grpclib.const
+from grpclib.client import Channel
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-if TYPE_CHECKING:
-    from .client import Client
+from .._wire.address import Address
+from .._wire.connection import Connection
+from .._wire.docker_http import docker_hijack
+from .._wire.messages import BytesMessage
+from .._wire.pipes import GrpcStreamPipe
+from ..attachables.attachable import Attachable
+from ..errors import DaemonUnreachableError, UpgradeRefusedError
+from .grpc_server import method_names
+from .handle import SessionHandle
+from .headers import docker_session_headers, session_headers
+from .health import HealthService
+from .server import serve_session, serve_session_streams
 
 __all__ = [
+    "SESSION_METHOD",
     "SESSION_PATH",
     "TRANSPORT_CONTROL_SESSION",
     "TRANSPORT_DOCKER_HIJACK",
-    "DockerSessionRefusedError",
-    "docker_session_headers",
     "open_client_session",
+    "open_control_session",
     "open_docker_session",
 ]
 
 log = logging.getLogger("llblib_async.session")
 
+SESSION_METHOD: Final = "/moby.buildkit.v1.Control/Session"
 SESSION_PATH: Final = "/session"
 TRANSPORT_DOCKER_HIJACK: Final = "docker-hijack"
 TRANSPORT_CONTROL_SESSION: Final = "control-session"
 DEFAULT_HIJACK_TIMEOUT: Final = 10.0
 
 
-class DockerSessionRefusedError(UpgradeRefusedError):
-    """dockerd answered ``POST /session`` with an HTTP error instead of upgrading it.
-
-    ``address`` is the Docker socket (``docker+unix:///...``), ``reason`` the status line
-    and dockerd's message, ``status`` the HTTP status.
-    """
-
-
-def _canonical_header(name: str) -> str:
-    """Go's ``CanonicalHeaderKey``: ``x-docker-expose-session-uuid`` -> ``X-Docker-Expose-Session-Uuid``."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
-
-
-def docker_session_headers(
-    session_id: str,
+@contextlib.asynccontextmanager
+async def open_control_session(
+    channel: Channel,
     *,
-    methods: Sequence[str],
+    session_id: str,
     shared_key: str = "",
-    name: str = "",
+    name: str = "llblib-async",
+    attachables: Sequence[Attachable] = (),
+    address: str = "buildkitd",
     health_check_ms: int | None = None,
-) -> list[tuple[str, str]]:
-    """The HTTP headers of ``POST /session``: :func:`~llblib_async._session.session_headers`
-    in canonical form (Go's server canonicalises them anyway; this is what the docker CLI sends)."""
-    md = session_headers(
-        session_id, methods=methods, shared_key=shared_key, name=name, health_check_ms=health_check_ms
+    **tuning: Any,
+) -> AsyncIterator[SessionHandle]:
+    """Open ``Control.Session`` on ``channel`` and serve ``attachables`` inside it.
+
+    ``session_id`` is what ``SolveRequest.session`` and ``local.session`` refer to;
+    ``shared_key`` scopes the daemon's reuse of previously transferred local dirs.
+    ``address`` only labels errors; ``health_check_ms``: see
+    :func:`~.headers.session_headers`. ``tuning`` (``high_water``, ``low_water``,
+    ``max_chunk``, ``close_timeout``) goes to :func:`~.server.serve_session`. Raises
+    :class:`~llblib_async.errors.DaemonUnreachableError` if the call can't be made.
+    """
+    metadata = session_headers(
+        session_id,
+        methods=method_names(attachables, HealthService()),
+        shared_key=shared_key,
+        name=name,
+        health_check_ms=health_check_ms,
     )
-    return [(_canonical_header(k), v) for k, v in md]
-
-
-def _methods(attachables: Sequence[Attachable]) -> list[str]:
-    """Every method the session serves (the health check included), as announced."""
-    return sorted({*HealthService().__mapping__(), *_collect_mapping(attachables)})
+    async with channel.request(
+        SESSION_METHOD,
+        grpclib.const.Cardinality.STREAM_STREAM,
+        BytesMessage,
+        BytesMessage,
+        metadata=metadata,
+    ) as stream:
+        try:
+            await stream.send_request()
+        except (OSError, StreamTerminatedError, ProtocolError) as e:
+            raise DaemonUnreachableError(address, str(e) or type(e).__name__) from e
+        async with serve_session(
+            GrpcStreamPipe(stream), attachables, session_id=session_id, label=address, **tuning
+        ) as handle:
+            handle.transport = TRANSPORT_CONTROL_SESSION
+            yield handle
 
 
 async def _hijack_session(
@@ -122,18 +138,15 @@ async def _hijack_session(
     health_check_ms: int | None,
     timeout: float,
 ) -> socket.socket:
-    """``POST /session`` upgraded to h2c; :class:`DockerSessionRefusedError` on an HTTP error answer."""
+    """``POST /session`` upgraded to h2c; :class:`UpgradeRefusedError` on an HTTP error answer."""
     headers = docker_session_headers(
         session_id,
-        methods=_methods(attachables),
+        methods=method_names(attachables, HealthService()),
         shared_key=shared_key,
         name=name,
         health_check_ms=health_check_ms,
     )
-    try:
-        return await docker_hijack(docker_socket, SESSION_PATH, headers, timeout=timeout)
-    except UpgradeRefusedError as e:
-        raise DockerSessionRefusedError(e.address, e.reason, e.status) from e
+    return await docker_hijack(docker_socket, SESSION_PATH, headers, timeout=timeout)
 
 
 @contextlib.asynccontextmanager
@@ -180,17 +193,16 @@ async def open_docker_session(
 
     ``docker_socket`` is the Docker API socket path (:attr:`Connection.docker_socket`);
     ``session_id``/``shared_key``/``name``/``health_check_ms`` as for
-    :func:`~llblib_async._session.open_session`; ``address`` labels errors (default: the
-    socket as ``docker+unix:///...``); ``timeout`` bounds the upgrade; ``tuning``
-    (``high_water``, ``low_water``, ``max_chunk``, ``close_timeout``) goes to
-    :func:`~llblib_async._session.serve_session`.  Yields the running
-    :class:`~llblib_async._session.SessionHandle` (``transport == "docker-hijack"``);
-    leaving the block shuts the session down and closes the socket.
+    :func:`open_control_session`; ``address`` labels errors (default: the socket as
+    ``docker+unix:///...``); ``timeout`` bounds the upgrade; ``tuning`` goes to
+    :func:`~.server.serve_session`. Yields the running :class:`~.handle.SessionHandle`
+    (``transport == "docker-hijack"``); leaving the block shuts the session down and
+    closes the socket.
 
-    Raises :class:`DockerSessionRefusedError` when dockerd answers the ``POST`` with an
-    HTTP error, :class:`~llblib_async.errors.DaemonUnreachableError` when the socket cannot
-    be reached or does not answer within ``timeout`` (both name the Docker socket), and
-    ``ValueError`` when two attachables serve the same method.
+    Raises :class:`~llblib_async.errors.UpgradeRefusedError` when dockerd answers the
+    ``POST`` with an HTTP error, :class:`~llblib_async.errors.DaemonUnreachableError`
+    when the socket cannot be reached or does not answer within ``timeout`` (both name
+    the Docker socket), and ``ValueError`` when two attachables serve the same method.
     """
     sock = await _hijack_session(
         docker_socket,
@@ -208,7 +220,7 @@ async def open_docker_session(
 
 @contextlib.asynccontextmanager
 async def open_client_session(
-    client: Client,
+    conn: Connection,
     *,
     session_id: str,
     attachables: Sequence[Attachable] = (),
@@ -218,18 +230,17 @@ async def open_client_session(
     timeout: float = DEFAULT_HIJACK_TIMEOUT,
     **tuning: Any,
 ) -> AsyncIterator[SessionHandle]:
-    """Open the session a request on ``client`` needs, on the best transport the daemon has.
+    """Open the session a request on ``conn`` needs, on the best transport the daemon has.
 
-    Docker daemon (``client.connection.docker_socket`` set): the ``/session`` hijack
+    Docker daemon (``conn.docker_socket`` set): the ``/session`` hijack
     (:func:`open_docker_session`), falling back to ``Control.Session`` if dockerd refuses
     ``/session`` with an HTTP error (see the module docstring); anything else:
-    ``Control.Session`` on the client's channel.  ``handle.transport`` says which.  The
-    other arguments are those of :func:`open_docker_session`.
+    ``Control.Session`` on the connection's channel. ``handle.transport`` says which.
+    The other arguments are those of :func:`open_docker_session`.
 
     Raises :class:`~llblib_async.errors.DaemonUnreachableError` (naming the address) when
     the session cannot be opened.
     """
-    conn = client.connection
     if conn.docker_socket is not None:
         try:
             sock = await _hijack_session(
@@ -241,23 +252,22 @@ async def open_client_session(
                 health_check_ms=health_check_ms,
                 timeout=timeout,
             )
-        except DockerSessionRefusedError as e:
+        except UpgradeRefusedError as e:
             log.warning("%s; using Control.Session over /grpc instead", e)
         else:
             async with _serve_socket(
-                sock, attachables, session_id=session_id, label=client.address, **tuning
+                sock, attachables, session_id=session_id, label=conn.address, **tuning
             ) as handle:
                 yield handle
             return
-    async with open_session(
+    async with open_control_session(
         conn.channel,
         session_id=session_id,
         shared_key=shared_key,
         name=name,
         attachables=attachables,
-        address=client.address,
+        address=conn.address,
         health_check_ms=health_check_ms,
         **tuning,
     ) as handle:
-        handle.transport = TRANSPORT_CONTROL_SESSION
         yield handle

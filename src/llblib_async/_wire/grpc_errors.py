@@ -32,9 +32,9 @@ from grpclib.const import Status
 from grpclib.encoding.base import StatusDetailsCodecBase
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from ._pb.google import protobuf as pb_protobuf
-from ._pb.google import rpc as pb_rpc
-from .errors import BuildKitError, ConnectionLostError, DaemonError, SolveError
+from .._pb.google import protobuf as pb_protobuf
+from .._pb.google import rpc as pb_rpc
+from ..errors import BuildKitError, ConnectionLostError, DaemonError, SolveError
 
 __all__ = [
     "TYPE_EXIT_MESSAGE",

@@ -1,6 +1,8 @@
-"""Plain, immutable views of what the daemon reports (workers, versions, cache records).
+"""What the daemon reports about itself: versions, workers, build-cache records.
 
-The generated protobuf classes stay private; these are what users see.
+Plain, immutable views of ``Control.Info``, ``ListWorkers``, ``DiskUsage`` and
+``Prune`` answers (:class:`~llblib_async.Client`); the generated protobuf classes
+stay private.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from types import MappingProxyType
 from ._pb import pb
 from ._pb.moby.buildkit import v1 as control
 from ._pb.moby.buildkit.v1 import types as worker_types
+
+__all__ = ["BuildkitInfo", "GCPolicy", "UsageRecord", "Worker", "platform_string"]
 
 
 def platform_string(p: pb.Platform) -> str:
@@ -36,7 +40,7 @@ class BuildkitInfo:
     revision: str = ""
 
     @classmethod
-    def _from_pb(cls, v: worker_types.BuildkitVersion | None) -> BuildkitInfo:
+    def from_pb(cls, v: worker_types.BuildkitVersion | None) -> BuildkitInfo:
         if v is None:
             return cls(version="")
         return cls(version=v.version, package=v.package, revision=v.revision)
@@ -73,7 +77,7 @@ class Worker:
         return self.labels.get("org.mobyproject.buildkit.worker.snapshotter")
 
     @classmethod
-    def _from_pb(cls, w: worker_types.WorkerRecord) -> Worker:
+    def from_pb(cls, w: worker_types.WorkerRecord) -> Worker:
         return cls(
             id=w.id,
             platforms=tuple(platform_string(p) for p in w.platforms),
@@ -89,7 +93,7 @@ class Worker:
                 )
                 for g in w.gc_policy
             ),
-            buildkit=BuildkitInfo._from_pb(w.buildkit_version) if w.buildkit_version else None,
+            buildkit=BuildkitInfo.from_pb(w.buildkit_version) if w.buildkit_version else None,
         )
 
 
@@ -110,7 +114,7 @@ class UsageRecord:
     record_type: str = ""
 
     @classmethod
-    def _from_pb(cls, r: control.UsageRecord) -> UsageRecord:
+    def from_pb(cls, r: control.UsageRecord) -> UsageRecord:
         parents = tuple(r.parents) or ((r.parent,) if r.parent else ())
         return cls(
             id=r.id,

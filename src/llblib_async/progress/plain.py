@@ -1,141 +1,19 @@
-"""Build progress: a sans-IO model of BuildKit's Status stream and a plain-text printer.
+"""Plain-text progress, as ``buildctl --progress=plain`` prints it: :class:`PlainProgress`.
 
-The daemon sends deltas (vertices re-sent whenever they change, log chunks, status
-rows); :func:`StatusUpdate.from_pb` turns one batch into plain values, and a
-:class:`ProgressSink` consumes them.  :class:`PlainProgress` prints in the format
-of Go's ``progressui`` plain mode (``#N name`` / ``#N DONE 0.1s`` / ``#N CACHED``),
-which CI logs and people already know.
+The format of Go's ``progressui`` plain mode (``#N name`` / ``#N DONE 0.1s`` /
+``#N CACHED``), which CI logs and people already know.
 """
 
 from __future__ import annotations
 
 import datetime
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import TextIO
 
-from ._pb.moby.buildkit import v1 as control
+from .model import LogChunk, StatusUpdate
 
-
-@dataclass(frozen=True, slots=True)
-class VertexUpdate:
-    """The current state of one LLB vertex (merged by ``digest``; later values win)."""
-
-    digest: str
-    name: str
-    inputs: tuple[str, ...] = ()
-    cached: bool = False
-    started: datetime.datetime | None = None
-    completed: datetime.datetime | None = None
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    """A sub-task of a vertex, e.g. ``transferring ctx: 12kB`` or a layer download."""
-
-    id: str
-    vertex: str
-    name: str = ""
-    current: int = 0
-    total: int = 0
-    timestamp: datetime.datetime | None = None
-    started: datetime.datetime | None = None
-    completed: datetime.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LogChunk:
-    """Raw output of a vertex: bytes, not line-aligned (1 = stdout, 2 = stderr)."""
-
-    vertex: str
-    stream: int
-    data: bytes
-    timestamp: datetime.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BuildWarning:
-    vertex: str
-    level: int
-    short: str
-    detail: tuple[str, ...] = ()
-    url: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """One batch of progress for one build request (``request`` labels it)."""
-
-    request: str = ""
-    vertices: tuple[VertexUpdate, ...] = ()
-    statuses: tuple[StatusRow, ...] = ()
-    logs: tuple[LogChunk, ...] = ()
-    warnings: tuple[BuildWarning, ...] = ()
-
-    @classmethod
-    def from_pb(cls, msg: control.StatusResponse, *, request: str = "") -> StatusUpdate:
-        return cls(
-            request=request,
-            vertices=tuple(
-                VertexUpdate(
-                    digest=v.digest,
-                    name=v.name,
-                    inputs=tuple(v.inputs),
-                    cached=v.cached,
-                    started=v.started,
-                    completed=v.completed,
-                    error=v.error,
-                )
-                for v in msg.vertexes
-            ),
-            statuses=tuple(
-                StatusRow(
-                    id=s.id,
-                    vertex=s.vertex,
-                    name=s.name,
-                    current=s.current,
-                    total=s.total,
-                    timestamp=s.timestamp,
-                    started=s.started,
-                    completed=s.completed,
-                )
-                for s in msg.statuses
-            ),
-            logs=tuple(
-                LogChunk(vertex=lg.vertex, stream=lg.stream, data=lg.msg, timestamp=lg.timestamp)
-                for lg in msg.logs
-            ),
-            warnings=tuple(
-                BuildWarning(
-                    vertex=w.vertex,
-                    level=w.level,
-                    short=w.short.decode(errors="replace"),
-                    detail=tuple(d.decode(errors="replace") for d in w.detail),
-                    url=w.url,
-                )
-                for w in msg.warnings
-            ),
-        )
-
-
-class ProgressSink(Protocol):
-    """Consumes progress.  ``update`` must not block: it runs on the event loop."""
-
-    def update(self, update: StatusUpdate) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NullProgress:
-    """Discards progress."""
-
-    def update(self, update: StatusUpdate) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+__all__ = ["PlainProgress"]
 
 
 @dataclass
@@ -270,43 +148,3 @@ class PlainProgress:
 
     def close(self) -> None:
         self._out.flush()
-
-
-class RecordingProgress:
-    """Keeps every update; handy in tests and for post-mortem printing."""
-
-    def __init__(self) -> None:
-        self.updates: list[StatusUpdate] = []
-
-    def update(self, update: StatusUpdate) -> None:
-        self.updates.append(update)
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def vertices(self) -> dict[str, VertexUpdate]:
-        """The latest state of every vertex seen, by digest."""
-        merged: dict[str, VertexUpdate] = {}
-        for u in self.updates:
-            for v in u.vertices:
-                merged[v.digest] = v
-        return merged
-
-    def logs(self, vertex: str | None = None) -> bytes:
-        return b"".join(c.data for u in self.updates for c in u.logs if vertex in (None, c.vertex))
-
-
-def fan_out(sinks: Sequence[ProgressSink]) -> ProgressSink:
-    """One sink feeding several (e.g. a printer and a recorder)."""
-
-    class _FanOut:
-        def update(self, update: StatusUpdate) -> None:
-            for s in sinks:
-                s.update(update)
-
-        def close(self) -> None:
-            for s in sinks:
-                s.close()
-
-    return _FanOut()
