@@ -127,6 +127,17 @@ class LocalDirError(BuildKitError, FileNotFoundError):
         self.reason = reason
 
 
+class PatternError(BuildKitError, ValueError):
+    """Include/exclude patterns of a local directory (``.dockerignore`` syntax) are malformed.
+
+    ``patterns`` are the patterns given; the message names the list, as fsutil's does.
+    """
+
+    def __init__(self, message: str, patterns: Sequence[str]) -> None:
+        super().__init__(message)
+        self.patterns = list(patterns)
+
+
 class SessionClosedError(BuildKitError, RuntimeError):
     """The session was closed (its ``async with`` block left) before or while a request ran."""
 

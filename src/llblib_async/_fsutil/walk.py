@@ -38,6 +38,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .._pb.fsutil.types import Stat
+from ..errors import PatternError
 from . import gomode
 from .patterns import MatchInfo, Pattern, PatternMatcher, clean, filepath_match, go_base, go_dir, go_join
 
@@ -325,7 +326,9 @@ class _FilterFS:
             try:
                 self.include = PatternMatcher(include_patterns)
             except ValueError as e:
-                raise ValueError(f"invalid includepatterns: {_go_list(include_patterns)}: {e}") from e
+                raise PatternError(
+                    f"invalid includepatterns: {_go_list(include_patterns)}: {e}", include_patterns
+                ) from e
             for p in self.include.patterns:
                 if not p.exclusion and any(c in _pattern_without_trailing_glob(p) for c in _PATTERN_CHARS):
                     self.only_prefix_includes = False
@@ -334,7 +337,9 @@ class _FilterFS:
             try:
                 self.exclude = PatternMatcher(opts.exclude_patterns)
             except ValueError as e:
-                raise ValueError(f"invalid excludepatterns: {_go_list(opts.exclude_patterns)}: {e}") from e
+                raise PatternError(
+                    f"invalid excludepatterns: {_go_list(opts.exclude_patterns)}: {e}", opts.exclude_patterns
+                ) from e
             for p in self.exclude.patterns:
                 if p.exclusion and any(c in _pattern_without_trailing_glob(p) for c in _PATTERN_CHARS):
                     self.only_prefix_exclude_exceptions = False
