@@ -27,7 +27,7 @@ from ..errors import AddressError, DaemonUnreachableError
 from .address import Address, default_candidates, parse_address, resolve_docker
 from .dial import DialChannel, ProtocolFactory, close_quietly, instrumented, make_dialer
 from .docker_http import docker_ping, unix_socket
-from .failures import ConnectFailed, describe_os_error
+from .dial_failure import ConnectFailed, describe_os_error
 from .tls import TLSConfig
 
 __all__ = ["Connection", "open_connection"]

@@ -22,7 +22,7 @@ from grpclib.protocol import H2Protocol
 
 from .address import Address
 from .docker_http import hijack
-from .failures import ConnectFailed
+from .dial_failure import ConnectFailed
 from .grpc_errors import BuildKitStatusDetailsCodec
 from .h2fast import FastReceiver, use_fast_streams
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from ..errors import DaemonUnreachableError, UpgradeRefusedError
 from .address import Address
-from .failures import ConnectFailed, describe_os_error
+from .dial_failure import ConnectFailed, describe_os_error
 
 __all__ = ["docker_hijack", "docker_ping", "hijack", "unix_socket"]
 
