@@ -25,7 +25,7 @@ from . import llb
 from ._fsutil.walk import FilterOptions, MapResult
 from ._pb.fsutil.types import Stat
 from .attachables.attachable import Attachable
-from .attachables.filesync import checked_dir
+from .attachables.filesync import add_dir
 from .client import Client
 from .errors import LocalDirError
 from .progress import ProgressSink
@@ -57,15 +57,11 @@ class Solver:
         """Register a local directory; open sessions start serving it at once.
 
         Raises :class:`~llblib_async.errors.LocalDirError` if ``path`` is not a
-        directory or ``name`` is already registered for another directory.
+        directory or ``name`` is already used for another directory.
         """
-        path = checked_dir(name, path)
-        current = self._locals.get(name)
-        if current is not None and current != path:
-            raise LocalDirError(name, str(path), f"the name is already registered for {current}")
+        path = add_dir(self._locals, name, path)
         for session in self._sessions:
             session.add_local(name, path)
-        self._locals[name] = path
 
     def local(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
-__all__ = ["docker_session_headers", "session_headers"]
+__all__ = ["canonical_headers", "session_headers"]
 
 
 def _header_value(value: str) -> tuple[str, bool]:
@@ -56,17 +56,7 @@ def _canonical_header(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
-def docker_session_headers(
-    session_id: str,
-    *,
-    methods: Sequence[str],
-    shared_key: str = "",
-    name: str = "",
-    health_check_ms: int | None = None,
-) -> list[tuple[str, str]]:
-    """The HTTP headers of ``POST /session``: :func:`session_headers` in canonical form
-    (Go's server canonicalises them anyway; this is what the docker CLI sends)."""
-    md = session_headers(
-        session_id, methods=methods, shared_key=shared_key, name=name, health_check_ms=health_check_ms
-    )
-    return [(_canonical_header(k), v) for k, v in md]
+def canonical_headers(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """:func:`session_headers` as the HTTP headers of Docker's ``POST /session``, in Go's
+    canonical form (Go's server canonicalises them anyway; this is what the docker CLI sends)."""
+    return [(_canonical_header(k), v) for k, v in metadata]

@@ -44,6 +44,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import grpclib.const
@@ -59,7 +60,7 @@ from ..attachables.attachable import Attachable
 from ..errors import DaemonUnreachableError, UpgradeRefusedError
 from .grpc_server import method_names
 from .handle import SessionHandle
-from .headers import docker_session_headers, session_headers
+from .headers import canonical_headers, session_headers
 from .health import HealthService
 from .server import serve_session, serve_session_streams
 
@@ -80,6 +81,26 @@ SESSION_PATH: Final = "/session"
 TRANSPORT_DOCKER_HIJACK: Final = "docker-hijack"
 TRANSPORT_CONTROL_SESSION: Final = "control-session"
 DEFAULT_HIJACK_TIMEOUT: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Announcement:
+    """Who the session is (the daemon's ``x-docker-expose-session-*`` headers, but the methods)."""
+
+    session_id: str
+    name: str
+    shared_key: str
+    health_check_ms: int | None
+
+    def headers(self, attachables: Sequence[Attachable]) -> list[tuple[str, str]]:
+        """The headers that open the session: who it is and every method it serves."""
+        return session_headers(
+            self.session_id,
+            methods=method_names(attachables, HealthService()),
+            shared_key=self.shared_key,
+            name=self.name,
+            health_check_ms=self.health_check_ms,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -103,13 +124,7 @@ async def open_control_session(
     ``max_chunk``, ``close_timeout``) goes to :func:`~.server.serve_session`. Raises
     :class:`~llblib_async.errors.DaemonUnreachableError` if the call can't be made.
     """
-    metadata = session_headers(
-        session_id,
-        methods=method_names(attachables, HealthService()),
-        shared_key=shared_key,
-        name=name,
-        health_check_ms=health_check_ms,
-    )
+    metadata = _Announcement(session_id, name, shared_key, health_check_ms).headers(attachables)
     async with channel.request(
         SESSION_METHOD,
         grpclib.const.Cardinality.STREAM_STREAM,
@@ -129,23 +144,10 @@ async def open_control_session(
 
 
 async def _hijack_session(
-    docker_socket: str,
-    *,
-    session_id: str,
-    attachables: Sequence[Attachable],
-    name: str,
-    shared_key: str,
-    health_check_ms: int | None,
-    timeout: float,
+    docker_socket: str, attachables: Sequence[Attachable], announcement: _Announcement, timeout: float
 ) -> socket.socket:
     """``POST /session`` upgraded to h2c; :class:`UpgradeRefusedError` on an HTTP error answer."""
-    headers = docker_session_headers(
-        session_id,
-        methods=method_names(attachables, HealthService()),
-        shared_key=shared_key,
-        name=name,
-        health_check_ms=health_check_ms,
-    )
+    headers = canonical_headers(announcement.headers(attachables))
     return await docker_hijack(docker_socket, SESSION_PATH, headers, timeout=timeout)
 
 
@@ -204,15 +206,8 @@ async def open_docker_session(
     when the socket cannot be reached or does not answer within ``timeout`` (both name
     the Docker socket), and ``ValueError`` when two attachables serve the same method.
     """
-    sock = await _hijack_session(
-        docker_socket,
-        session_id=session_id,
-        attachables=attachables,
-        name=name,
-        shared_key=shared_key,
-        health_check_ms=health_check_ms,
-        timeout=timeout,
-    )
+    announcement = _Announcement(session_id, name, shared_key, health_check_ms)
+    sock = await _hijack_session(docker_socket, attachables, announcement, timeout)
     label = address if address is not None else str(Address("docker", path=docker_socket))
     async with _serve_socket(sock, attachables, session_id=session_id, label=label, **tuning) as handle:
         yield handle
@@ -243,15 +238,8 @@ async def open_client_session(
     """
     if conn.docker_socket is not None:
         try:
-            sock = await _hijack_session(
-                conn.docker_socket,
-                session_id=session_id,
-                attachables=attachables,
-                name=name,
-                shared_key=shared_key,
-                health_check_ms=health_check_ms,
-                timeout=timeout,
-            )
+            announcement = _Announcement(session_id, name, shared_key, health_check_ms)
+            sock = await _hijack_session(conn.docker_socket, attachables, announcement, timeout)
         except UpgradeRefusedError as e:
             log.warning("%s; using Control.Session over /grpc instead", e)
         else:

@@ -26,8 +26,8 @@ from .._pb.moby.buildkit import v1 as control
 from ..errors import AddressError, DaemonUnreachableError
 from .address import Address, default_candidates, parse_address, resolve_docker
 from .dial import DialChannel, ProtocolFactory, close_quietly, instrumented, make_dialer
-from .docker_http import docker_ping, unix_socket
 from .dial_failure import ConnectFailed, describe_os_error
+from .docker_http import docker_ping, unix_socket
 from .tls import TLSConfig
 
 __all__ = ["Connection", "open_connection"]

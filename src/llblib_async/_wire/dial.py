@@ -21,8 +21,8 @@ from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
 
 from .address import Address
-from .docker_http import hijack
 from .dial_failure import ConnectFailed
+from .docker_http import hijack
 from .grpc_errors import BuildKitStatusDetailsCodec
 from .h2fast import FastReceiver, use_fast_streams
 

@@ -28,7 +28,7 @@ from .._fsutil.walk import FilterOptions, MapFunc
 from .._wire.messages import RawMessage
 from ..errors import LocalDirError
 
-__all__ = ["DIFFCOPY_METHOD", "FileSyncProvider", "checked_dir"]
+__all__ = ["DIFFCOPY_METHOD", "FileSyncProvider", "add_dir", "checked_dir"]
 
 DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
 
@@ -40,6 +40,19 @@ def checked_dir(name: str, path: str | os.PathLike[str]) -> Path:
     if not absolute.is_dir():
         reason = "does not exist" if not absolute.exists() else "is not a directory"
         raise LocalDirError(name, str(absolute), reason)
+    return absolute
+
+
+def add_dir(dirs: dict[str, Path], name: str, path: str | os.PathLike[str]) -> Path:
+    """Add ``path`` to ``dirs`` as ``name`` (a no-op if it is there already); the absolute path.
+
+    Raises :class:`~llblib_async.errors.LocalDirError` if ``path`` is not a directory or
+    ``name`` is already used for another directory.
+    """
+    absolute = checked_dir(name, path)
+    current = dirs.setdefault(name, absolute)
+    if current != absolute:
+        raise LocalDirError(name, str(absolute), f"the name is already served from {current}")
     return absolute
 
 
@@ -84,11 +97,7 @@ class FileSyncProvider:
         Raises :class:`~llblib_async.errors.LocalDirError` if ``path`` is not a
         directory or ``name`` is already served from another directory.
         """
-        path = checked_dir(name, path)
-        current = self.dirs.get(name)
-        if current is not None and current != path:
-            raise LocalDirError(name, str(path), f"the name is already served from {current}")
-        self.dirs[name] = path
+        add_dir(self.dirs, name, path)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         return {
