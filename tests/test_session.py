@@ -659,15 +659,15 @@ async def test_many_small_files_roundtrip(buildkit_address: str, tmp_path: Path)
 
 
 @pytest.mark.daemon
-async def test_daemon_death_closes_the_session(fresh_buildkitd: Any) -> None:
+async def test_daemon_death_closes_the_session(buildkit_fresh_daemon: Any) -> None:
     session_id = uuid.uuid4().hex
-    async with daemon_channel(fresh_buildkitd.address) as channel:
+    async with daemon_channel(buildkit_fresh_daemon.address) as channel:
         with anyio.fail_after(60):
             async with open_session(
                 channel,
                 session_id=session_id,
                 shared_key=uuid.uuid4().hex,  # no reuse of an earlier test's copy of "ctx"
-                address=fresh_buildkitd.address,
+                address=buildkit_fresh_daemon.address,
             ) as handle:
                 await control.ControlStub(channel).list_workers(control.ListWorkersRequest())
 
@@ -675,7 +675,7 @@ async def test_daemon_death_closes_the_session(fresh_buildkitd: Any) -> None:
                     await anyio.sleep_forever()
 
                 async def kill() -> None:
-                    await anyio.to_thread.run_sync(fresh_buildkitd.kill)
+                    await anyio.to_thread.run_sync(buildkit_fresh_daemon.kill)
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill)

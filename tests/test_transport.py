@@ -1,8 +1,8 @@
 """Addresses, connections and gRPC error mapping (``_transport``, ``_errors_grpc``).
 
 Unit tests run against in-process fakes (grpclib servers, a fake Docker API socket, silent
-listeners); the ``daemon``/``docker`` tests use real daemons from the ``buildkitd`` and
-``dockerd`` fixtures of :mod:`llblib_async.testing.plugin`, and the TLS tests start a
+listeners); the ``daemon``/``docker`` tests use real daemons from the ``buildkit_daemon`` and
+``buildkit_dockerd`` fixtures of :mod:`llblib_async.testing.plugin`, and the TLS tests start a
 buildkitd of their own with a TCP+TLS listener (certificates made with the openssl CLI).
 Every test that waits on the network is bounded by a ``timeout=`` argument and asserts the
 elapsed time, so "never hangs" is tested, not assumed.
@@ -722,13 +722,13 @@ def _failing_exec_definition() -> Any:
 
 
 @pytest.mark.daemon
-async def test_buildkitd_unix(buildkitd: BuildkitDaemon) -> None:
+async def test_buildkitd_unix(buildkit_daemon: BuildkitDaemon) -> None:
     start = time.monotonic()
-    conn = await open_connection(buildkitd.address, timeout=10)
+    conn = await open_connection(buildkit_daemon.address, timeout=10)
     connect_time = time.monotonic() - start
     try:
         assert connect_time < 2.0
-        assert conn.address == buildkitd.address
+        assert conn.address == buildkit_daemon.address
         assert not conn.is_moby
         assert conn.docker_api_version is None
         assert conn.docker_socket is None
@@ -741,8 +741,8 @@ async def test_buildkitd_unix(buildkitd: BuildkitDaemon) -> None:
 
 
 @pytest.mark.daemon
-async def test_buildkitd_solve_error_details(buildkitd: BuildkitDaemon) -> None:
-    async with await open_connection(buildkitd.address, timeout=10) as conn:
+async def test_buildkitd_solve_error_details(buildkit_daemon: BuildkitDaemon) -> None:
+    async with await open_connection(buildkit_daemon.address, timeout=10) as conn:
         request = control.SolveRequest(ref=secrets.token_hex(12), definition=_failing_exec_definition())
         with pytest.raises(GRPCError) as info:
             await control.ControlStub(conn.channel).solve(request, timeout=60)
@@ -757,8 +757,8 @@ async def test_buildkitd_solve_error_details(buildkitd: BuildkitDaemon) -> None:
 
 
 @pytest.mark.daemon
-async def test_buildkitd_connection_closed_mid_stream(buildkitd: BuildkitDaemon) -> None:
-    conn = await open_connection(buildkitd.address, timeout=10)
+async def test_buildkitd_connection_closed_mid_stream(buildkit_daemon: BuildkitDaemon) -> None:
+    conn = await open_connection(buildkit_daemon.address, timeout=10)
     try:
         async with asyncio.timeout(10):
             # A history stream without EarlyExit stays open; its initial metadata proves the
@@ -778,7 +778,7 @@ async def test_buildkitd_connection_closed_mid_stream(buildkitd: BuildkitDaemon)
         await conn.close()
     out = translate_grpc_error(info.value, method="ListenBuildHistory", address=conn.address)
     assert isinstance(out, ConnectionLostError)
-    assert out.address == buildkitd.address
+    assert out.address == buildkit_daemon.address
 
 
 # --------------------------------------------------------------------------------------------
@@ -922,8 +922,8 @@ def _docker_socket(dockerd: DockerDaemon) -> str:
 
 
 @pytest.mark.docker
-async def test_docker_unix(dockerd: DockerDaemon) -> None:
-    path = _docker_socket(dockerd)
+async def test_docker_unix(buildkit_dockerd: DockerDaemon) -> None:
+    path = _docker_socket(buildkit_dockerd)
     start = time.monotonic()
     conn = await open_connection(f"docker+unix://{path}", timeout=10)
     try:
@@ -933,7 +933,7 @@ async def test_docker_unix(dockerd: DockerDaemon) -> None:
         assert conn.docker_socket == path
         assert conn.docker_api_version is not None
         assert re.fullmatch(r"1\.[0-9]+", conn.docker_api_version)
-        assert conn.docker_api_version == dockerd.api_version
+        assert conn.docker_api_version == buildkit_dockerd.api_version
         stub = control.ControlStub(conn.channel)
         reply = await stub.list_workers(control.ListWorkersRequest(), timeout=10)
         assert [w.id for w in reply.record] == ["moby"]
@@ -950,10 +950,10 @@ async def test_docker_unix(dockerd: DockerDaemon) -> None:
 
 
 @pytest.mark.docker
-async def test_docker_from_docker_host(dockerd: DockerDaemon, clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("DOCKER_HOST", dockerd.host)
+async def test_docker_from_docker_host(buildkit_dockerd: DockerDaemon, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DOCKER_HOST", buildkit_dockerd.host)
     async with await open_connection("docker://", timeout=10) as conn:
-        assert conn.address == f"docker+unix://{_docker_socket(dockerd)}"
+        assert conn.address == f"docker+unix://{_docker_socket(buildkit_dockerd)}"
         assert conn.is_moby
     # And as the last default candidate, after the (missing) buildkitd socket.
     async with await open_connection(timeout=10) as conn:
@@ -962,16 +962,16 @@ async def test_docker_from_docker_host(dockerd: DockerDaemon, clean_env: pytest.
 
 
 @pytest.mark.docker
-async def test_docker_hijack_real(dockerd: DockerDaemon) -> None:
-    sock = await docker_hijack(_docker_socket(dockerd), "/grpc", timeout=10)
+async def test_docker_hijack_real(buildkit_dockerd: DockerDaemon) -> None:
+    sock = await docker_hijack(_docker_socket(buildkit_dockerd), "/grpc", timeout=10)
     sock.close()
     with pytest.raises(DaemonUnreachableError, match="404"):
-        await docker_hijack(_docker_socket(dockerd), "/no-such-endpoint", timeout=10)
+        await docker_hijack(_docker_socket(buildkit_dockerd), "/no-such-endpoint", timeout=10)
 
 
 @pytest.mark.docker
-async def test_docker_solve_error(dockerd: DockerDaemon) -> None:
-    async with await open_connection(f"docker+unix://{_docker_socket(dockerd)}", timeout=10) as conn:
+async def test_docker_solve_error(buildkit_dockerd: DockerDaemon) -> None:
+    async with await open_connection(f"docker+unix://{_docker_socket(buildkit_dockerd)}", timeout=10) as conn:
         request = control.SolveRequest(ref=secrets.token_hex(12), definition=_failing_exec_definition())
         with pytest.raises(GRPCError) as info:
             await control.ControlStub(conn.channel).solve(request, timeout=60)

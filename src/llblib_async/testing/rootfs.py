@@ -13,7 +13,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from ..errors import PrerequisiteError
+from .errors import PrerequisiteError
 
 BUSYBOX = "/bin/busybox"
 
