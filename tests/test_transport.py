@@ -4,8 +4,11 @@ Unit tests run against in-process fakes (grpclib servers, a fake Docker API sock
 listeners); the ``daemon``/``docker`` tests use real daemons from the ``buildkit_daemon`` and
 ``buildkit_dockerd`` fixtures of :mod:`llblib_async.testing.plugin`, and the TLS tests start a
 buildkitd of their own with a TCP+TLS listener (certificates made with the openssl CLI).
-Every test that waits on the network is bounded by a ``timeout=`` argument and asserts the
-elapsed time, so "never hangs" is tested, not assumed.
+Every test that waits on the network is bounded by a ``timeout=`` argument, so "never
+hangs" is tested, not assumed.  Failures that must not wait at all (refused, missing
+file, bad TLS) are expected under a connect timeout no test would outlive (``NO_TIMEOUT``):
+waiting for it instead of failing at once trips the hang guard.  No test asserts elapsed
+time; ``nox -s bench`` measures speed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,9 +63,10 @@ from llblib_async.errors import (
 )
 from llblib_async.testing import BuildkitDaemon, DockerDaemon
 
-# Generous upper bound for "fails fast" cases (refused, missing file): far below the
-# timeouts passed, so a test that waited for the timeout instead would fail.
-FAST = 1.0
+# The connect timeout of the "fails at once" cases (refused, missing file, bad TLS): far
+# beyond HANG_GUARD, so a connect that waited for its timeout instead of failing is a hang.
+NO_TIMEOUT = 3600.0
+HANG_GUARD = 60.0  # generous: only a hang trips it, never a slow machine
 
 
 @pytest.fixture
@@ -78,16 +81,16 @@ def sockdir() -> Iterator[Path]:
 async def expect_unreachable(
     address: str | None,
     *,
-    timeout: float,
-    within: float,
+    timeout: float = NO_TIMEOUT,
     **kw: Any,
 ) -> str:
-    """open_connection must raise DaemonUnreachableError within ``within`` s; returns its message."""
-    start = time.monotonic()
+    """open_connection must raise DaemonUnreachableError (not hang); returns its message.
+
+    With the default ``timeout`` the error must come without waiting for the timeout.
+    """
     with pytest.raises(DaemonUnreachableError) as info:
-        await open_connection(address, timeout=timeout, **kw)
-    elapsed = time.monotonic() - start
-    assert elapsed < within, f"took {elapsed:.2f}s"
+        async with asyncio.timeout(HANG_GUARD):
+            await open_connection(address, timeout=timeout, **kw)
     if address is not None:
         assert info.value.address == str(parse_address(address))
     return str(info.value)
@@ -174,12 +177,10 @@ def test_parse_address_malformed(text: str, reason: str) -> None:
 
 
 async def test_open_connection_rejects_malformed_address_without_dialing() -> None:
-    start = time.monotonic()
     with pytest.raises(AddressError):
         await open_connection("tcp://nohost", timeout=5)
     with pytest.raises(ValueError, match="timeout"):
         await open_connection("unix:///x.sock", timeout=0)
-    assert time.monotonic() - start < FAST
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,9 +203,7 @@ async def test_tls_needs_tcp_address(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_tls_files_missing() -> None:
-    msg = await expect_unreachable(
-        "tcp://127.0.0.1:1", tls=TLSConfig(ca_cert="/nonexistent/ca.pem"), timeout=5, within=FAST
-    )
+    msg = await expect_unreachable("tcp://127.0.0.1:1", tls=TLSConfig(ca_cert="/nonexistent/ca.pem"))
     assert "cannot load the TLS files" in msg
     assert "/nonexistent/ca.pem" in msg
 
@@ -477,11 +476,11 @@ async def test_redial_after_connection_drop(sockdir: Path) -> None:
         assert [w.id for w in reply.record] == ["fake0"]
     conn.channel.close()
     try:
-        start = time.monotonic()
-        # The server is gone (Python >= 3.13 also removes its socket file on close).
+        # The server is gone (Python >= 3.13 also removes its socket file on close): the
+        # redial fails at once, not after the call's timeout (that would be a TimeoutError).
         with pytest.raises((ConnectionRefusedError, FileNotFoundError)) as info:
-            await stub.list_workers(control.ListWorkersRequest(), timeout=5)
-        assert time.monotonic() - start < FAST
+            async with asyncio.timeout(HANG_GUARD):
+                await stub.list_workers(control.ListWorkersRequest(), timeout=NO_TIMEOUT)
         out = translate_grpc_error(info.value, method="ListWorkers", address=conn.address)
         assert isinstance(out, ConnectionLostError)
     finally:
@@ -489,7 +488,7 @@ async def test_redial_after_connection_drop(sockdir: Path) -> None:
 
 
 async def test_unreachable_missing_socket_file(sockdir: Path) -> None:
-    msg = await expect_unreachable(f"unix://{sockdir}/nope.sock", timeout=5, within=FAST)
+    msg = await expect_unreachable(f"unix://{sockdir}/nope.sock")
     assert "no such socket file" in msg
 
 
@@ -498,7 +497,7 @@ async def test_unreachable_socket_nobody_listens_on(sockdir: Path) -> None:
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(path))  # the file exists, nothing listens
     s.close()
-    msg = await expect_unreachable(f"unix://{path}", timeout=5, within=FAST)
+    msg = await expect_unreachable(f"unix://{path}")
     assert "connection refused" in msg
 
 
@@ -507,31 +506,29 @@ async def test_unreachable_tcp_port_nobody_listens_on() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        msg = await expect_unreachable(f"tcp://127.0.0.1:{port}", timeout=5, within=FAST)
+        msg = await expect_unreachable(f"tcp://127.0.0.1:{port}")
     assert "connection refused" in msg
 
 
 async def test_unreachable_tcp_listener_that_never_speaks() -> None:
     with silent_listener(socket.AF_INET, ("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
-        msg = await expect_unreachable(f"tcp://127.0.0.1:{port}", timeout=0.5, within=0.5 + FAST)
+        msg = await expect_unreachable(f"tcp://127.0.0.1:{port}", timeout=0.5)
     assert "no answer within 0.5s while waiting for a gRPC answer" in msg
 
 
 async def test_unreachable_tls_handshake_that_never_completes() -> None:
     with silent_listener(socket.AF_INET, ("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
-        msg = await expect_unreachable(
-            f"tcp://127.0.0.1:{port}", tls=TLSConfig(), timeout=0.5, within=0.5 + FAST
-        )
+        msg = await expect_unreachable(f"tcp://127.0.0.1:{port}", tls=TLSConfig(), timeout=0.5)
     assert "no answer within 0.5s while connecting" in msg
 
 
 async def test_unreachable_unix_listener_that_never_speaks(sockdir: Path) -> None:
     with silent_listener(socket.AF_UNIX, str(sockdir / "silent.sock")):
-        await expect_unreachable(f"unix://{sockdir}/silent.sock", timeout=0.5, within=0.5 + FAST)
+        await expect_unreachable(f"unix://{sockdir}/silent.sock", timeout=0.5)
         # The Docker path blocks in GET /_ping instead; bounded all the same.
-        msg = await expect_unreachable(f"docker+unix://{sockdir}/silent.sock", timeout=0.5, within=0.5 + FAST)
+        msg = await expect_unreachable(f"docker+unix://{sockdir}/silent.sock", timeout=0.5)
     assert "GET /_ping" in msg
 
 
@@ -540,7 +537,7 @@ async def test_unreachable_http1_server(sockdir: Path) -> None:
     async with http_server(
         path, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ):
-        msg = await expect_unreachable(f"unix://{path}", timeout=5, within=FAST)
+        msg = await expect_unreachable(f"unix://{path}")
     assert "the server answered in HTTP/1.x: 'HTTP/1.1 400 Bad Request'" in msg
     assert "not an HTTP/2 gRPC server" in msg
 
@@ -548,7 +545,7 @@ async def test_unreachable_http1_server(sockdir: Path) -> None:
 async def test_unreachable_grpc_server_that_is_not_buildkit(sockdir: Path) -> None:
     path = sockdir / "grpc.sock"
     async with grpc_server(path, NoServices()):
-        msg = await expect_unreachable(f"unix://{path}", timeout=5, within=FAST)
+        msg = await expect_unreachable(f"unix://{path}")
     # grpclib answers unknown methods without a content-type, which its client reports as
     # UNKNOWN; Go gRPC servers say UNIMPLEMENTED.  Either way: not BuildKit.
     assert "ListWorkers failed: UNKNOWN" in msg
@@ -558,10 +555,10 @@ async def test_unreachable_grpc_server_that_is_not_buildkit(sockdir: Path) -> No
 async def test_unreachable_docker_socket_that_is_not_docker(sockdir: Path) -> None:
     path = sockdir / "fake.sock"
     async with grpc_server(path, FakeControl()):  # HTTP/2 only: an HTTP/1.1 request is refused
-        msg = await expect_unreachable(f"docker+unix://{path}", timeout=5, within=FAST)
+        msg = await expect_unreachable(f"docker+unix://{path}")
     assert "not a Docker API socket" in msg
     async with http_server(sockdir / "h.sock", b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"):
-        msg = await expect_unreachable(f"docker+unix://{sockdir}/h.sock", timeout=5, within=FAST)
+        msg = await expect_unreachable(f"docker+unix://{sockdir}/h.sock")
     assert "GET /_ping answered 404" in msg
 
 
@@ -618,11 +615,12 @@ async def test_docker_hijack_bounded_and_validated(sockdir: Path) -> None:
         await docker_hijack(str(sockdir / "x.sock"), "/session", [("X-Evil", "a\r\nInjected: 1")])
     with pytest.raises(DaemonUnreachableError, match="no such socket file"):
         await docker_hijack(str(sockdir / "x.sock"), "/session", timeout=5)
-    with silent_listener(socket.AF_UNIX, str(sockdir / "silent.sock")):
-        start = time.monotonic()
-        with pytest.raises(DaemonUnreachableError, match=r"no answer to POST /grpc within 0\.3s"):
+    with (
+        silent_listener(socket.AF_UNIX, str(sockdir / "silent.sock")),
+        pytest.raises(DaemonUnreachableError, match=r"no answer to POST /grpc within 0\.3s"),
+    ):
+        async with asyncio.timeout(HANG_GUARD):
             await docker_hijack(str(sockdir / "silent.sock"), "/grpc", timeout=0.3)
-        assert time.monotonic() - start < 0.3 + FAST
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,10 +638,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, sockdir: Path) -> pytest.MonkeyPa
 
 
 async def test_default_nothing_found(clean_env: pytest.MonkeyPatch, sockdir: Path) -> None:
-    start = time.monotonic()
     with pytest.raises(DaemonUnreachableError) as info:
-        await open_connection(timeout=5)
-    assert time.monotonic() - start < FAST
+        async with asyncio.timeout(HANG_GUARD):
+            await open_connection(timeout=NO_TIMEOUT)  # missing files: no waiting for the timeout
     assert info.value.tried == [f"unix://{sockdir}/buildkitd.sock", f"docker+unix://{sockdir}/docker.sock"]
     assert "no BuildKit daemon found" in info.value.reason
     assert "BUILDKIT_HOST" in info.value.reason
@@ -723,11 +720,8 @@ def _failing_exec_definition() -> Any:
 
 @pytest.mark.daemon
 async def test_buildkitd_unix(buildkit_daemon: BuildkitDaemon) -> None:
-    start = time.monotonic()
     conn = await open_connection(buildkit_daemon.address, timeout=10)
-    connect_time = time.monotonic() - start
     try:
-        assert connect_time < 2.0
         assert conn.address == buildkit_daemon.address
         assert not conn.is_moby
         assert conn.docker_api_version is None
@@ -868,10 +862,8 @@ def tls_buildkitd() -> Iterator[TLSDaemon]:
 @pytest.mark.daemon
 async def test_tls_connect_with_client_cert(tls_buildkitd: TLSDaemon) -> None:
     for server_name in (None, "buildkitd.test"):
-        start = time.monotonic()
         conn = await open_connection(tls_buildkitd.address, tls=tls_buildkitd.config(server_name=server_name))
         try:
-            assert time.monotonic() - start < 2.0
             assert conn.address == tls_buildkitd.address
             assert not conn.is_moby
             reply = await control.ControlStub(conn.channel).list_workers(
@@ -884,31 +876,25 @@ async def test_tls_connect_with_client_cert(tls_buildkitd: TLSDaemon) -> None:
 
 @pytest.mark.daemon
 async def test_tls_wrong_ca(tls_buildkitd: TLSDaemon) -> None:
-    msg = await expect_unreachable(
-        tls_buildkitd.address, tls=tls_buildkitd.config(ca="other-ca.pem"), timeout=5, within=FAST
-    )
+    msg = await expect_unreachable(tls_buildkitd.address, tls=tls_buildkitd.config(ca="other-ca.pem"))
     assert "TLS certificate verification failed" in msg
 
 
 @pytest.mark.daemon
 async def test_tls_wrong_server_name(tls_buildkitd: TLSDaemon) -> None:
-    msg = await expect_unreachable(
-        tls_buildkitd.address, tls=tls_buildkitd.config(server_name="other.test"), timeout=5, within=FAST
-    )
+    msg = await expect_unreachable(tls_buildkitd.address, tls=tls_buildkitd.config(server_name="other.test"))
     assert "TLS certificate verification failed" in msg
 
 
 @pytest.mark.daemon
 async def test_tls_without_client_cert(tls_buildkitd: TLSDaemon) -> None:
-    msg = await expect_unreachable(
-        tls_buildkitd.address, tls=tls_buildkitd.config(client=False), timeout=5, within=FAST
-    )
+    msg = await expect_unreachable(tls_buildkitd.address, tls=tls_buildkitd.config(client=False))
     assert "client certificate" in msg
 
 
 @pytest.mark.daemon
 async def test_plaintext_to_tls_port(tls_buildkitd: TLSDaemon) -> None:
-    msg = await expect_unreachable(tls_buildkitd.address, timeout=5, within=FAST)
+    msg = await expect_unreachable(tls_buildkitd.address)
     assert "does it need TLS" in msg
 
 
@@ -924,10 +910,8 @@ def _docker_socket(dockerd: DockerDaemon) -> str:
 @pytest.mark.docker
 async def test_docker_unix(buildkit_dockerd: DockerDaemon) -> None:
     path = _docker_socket(buildkit_dockerd)
-    start = time.monotonic()
     conn = await open_connection(f"docker+unix://{path}", timeout=10)
     try:
-        assert time.monotonic() - start < 2.0
         assert conn.address == f"docker+unix://{path}"
         assert conn.is_moby
         assert conn.docker_socket == path

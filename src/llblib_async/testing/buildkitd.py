@@ -196,6 +196,11 @@ class BuildkitDaemon(_proc.StopOnExit):
     def is_running(self) -> bool:
         return self._process.returncode() is None
 
+    def returncode(self) -> int | None:
+        """None while the daemon runs, else its exit status; negative: the signal that ended
+        it (``-9`` after :meth:`kill`, or when :meth:`stop` had to SIGKILL it)."""
+        return self._process.returncode()
+
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of the daemon's log (stdout and stderr), for failure reports."""
         return _proc.log_tail(self.log_path, lines)
