@@ -2,11 +2,13 @@
 
 ``nox -s bench -- marshal`` (or ``python benchmarks/bench_marshal.py``) builds the Go
 oracle (``tests/llb_oracle``, its ``-bench`` mode) and, for graphs of 1k, 10k and 50k
-ops in two shapes, measures in the same run on the same machine:
+ops in three shapes, measures in the same run on the same machine:
 
 * ``chain``   — N file ops on scratch, each ``mkfile("/f<i>")`` on the previous one;
 * ``diamond`` — ``image("alpine:3.20")`` then (N-1)/3 steps of ``l = cur.mkfile(…)``,
-  ``r = cur.mkfile(…)``, ``cur = l.copy(r, …)`` (every op is reached along two paths).
+  ``r = cur.mkfile(…)``, ``cur = l.copy(r, …)`` (every op is reached along two paths);
+* ``exec``    — ``image("alpine:3.20")`` then N-1 execs ``sh -c "echo <i> >> /log"``,
+  each on the previous one's root with a shared cache mount ``c`` at ``/c``.
 
 Build time (making the States) and marshal time (``llb.marshal`` / ``State.Marshal``)
 are reported separately: the fastest of several repetitions, each on a freshly built
@@ -16,6 +18,10 @@ runs in its own process, so peak RSS is per size.  Memory: Python — ``tracemal
 a separate pass (graph = traced memory held by the built graph, marshal peak = peak
 traced memory above that while marshaling); Go — heap held by the graph after a GC, and
 bytes allocated while marshaling.
+
+Python only (Go has no counterpart to time it against): importing each marshaled
+graph back with ``llb.from_definition`` (from its serialized bytes) and marshaling the
+imported graph again, fastest of the same repetitions, with their scaling.
 
 The last line printed is ``marshal ratio (python/go) at 10k ops: X``, X = Python
 marshal time / Go marshal time for the 10k-op chain.  ``--sizes 1000,5000`` and
@@ -45,7 +51,7 @@ from llblib_async import llb
 
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = ROOT / "tests" / "llb_oracle"
-SHAPES = ("chain", "diamond")
+SHAPES = ("chain", "diamond", "exec")
 SIZES = (1_000, 10_000, 50_000)
 RATIO_SHAPE, RATIO_SIZE = "chain", 10_000
 PLATFORM = "linux/amd64"
@@ -71,6 +77,12 @@ def build_graph(shape: str, n: int) -> llb.State:
             left = cur.mkfile("/l" + s, s)
             right = cur.mkfile("/r" + s, s)
             cur = left.copy(right, "/r" + s, "/r" + s)
+        return cur
+    if shape == "exec":
+        cur = llb.image("alpine:3.20")
+        cache = [llb.cache_mount("/c", id="c")]
+        for i in range(n - 1):
+            cur = cur.run(["sh", "-c", "echo " + str(i) + " >> /log"], mounts=cache).root
         return cur
     raise ValueError(f"unknown shape {shape!r}")
 
@@ -98,6 +110,7 @@ def measure_python(shape: str, n: int, reps: int) -> dict[str, Any]:
         best_marshal_cpu = min(best_marshal_cpu, c2 - c1)
         ops, head = len(definition.ops) - 1, definition.head_digest or ""
         del st, definition
+    best_import, best_remarshal = measure_import(build_graph(shape, n), reps)
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     gc.collect()
@@ -120,6 +133,8 @@ def measure_python(shape: str, n: int, reps: int) -> dict[str, Any]:
         "build_ns": best_build,
         "marshal_ns": best_marshal,
         "marshal_ns_per_op": best_marshal / ops,
+        "import_ns": best_import,
+        "remarshal_ns": best_remarshal,
         "build_cpu_ns": best_build_cpu,
         "marshal_cpu_ns": best_marshal_cpu,
         "graph_live_bytes": graph,
@@ -127,6 +142,27 @@ def measure_python(shape: str, n: int, reps: int) -> dict[str, Any]:
         "def_live_bytes": current - before,
         "max_rss_bytes": max_rss,
     }
+
+
+def measure_import(st: llb.State, reps: int) -> tuple[int, int]:
+    """Fastest ``llb.from_definition`` of ``st``'s serialized Definition, and fastest marshal
+    of the imported graph (each repetition imports afresh: marshal caches on the vertices)."""
+    data = llb.marshal(st, platform=PLATFORM).to_bytes()
+    del st
+    best_import = best_remarshal = 1 << 62
+    for _ in range(reps):
+        gc.collect()
+        t0 = time.perf_counter_ns()
+        imported = llb.from_definition(data)
+        t1 = time.perf_counter_ns()
+        again = llb.marshal(imported, platform=PLATFORM)
+        t2 = time.perf_counter_ns()
+        if again.to_bytes() != data:
+            raise AssertionError("the imported graph does not marshal to the original Definition")
+        best_import = min(best_import, t1 - t0)
+        best_remarshal = min(best_remarshal, t2 - t1)
+        del imported, again
+    return best_import, best_remarshal
 
 
 def profile_python(shape: str, n: int, out: Path) -> None:
@@ -215,6 +251,27 @@ def report_time(results: Results) -> None:
     print_table(rows)
 
 
+def report_import(results: Results) -> None:
+    print(
+        "\nimport (python only): llb.from_definition of the serialized Definition, then llb.marshal "
+        "of the imported graph; fastest of reps"
+    )
+    rows: list[tuple[str, ...]] = [("shape", "ops", "import ms", "import µs/op", "re-marshal ms", "µs/op")]
+    for (shape, _), (py, _go) in results.items():
+        ops = py["ops"]
+        rows.append(
+            (
+                shape,
+                str(ops),
+                f"{py['import_ns'] / 1e6:.1f}",
+                f"{py['import_ns'] / ops / 1e3:.2f}",
+                f"{py['remarshal_ns'] / 1e6:.1f}",
+                f"{py['remarshal_ns'] / ops / 1e3:.2f}",
+            )
+        )
+    print_table(rows)
+
+
 def report_memory(results: Results) -> None:
     print(
         "\nmemory (MiB, and bytes per op): python graph = traced memory held by the built graph, "
@@ -263,7 +320,9 @@ def report_scaling(results: Results, small: int, big: int) -> None:
             f"(cpu {growth(py_b, py_s, 'marshal_cpu_ns')}), "
             f"build time {growth(py_b, py_s, 'build_ns')}, "
             f"graph memory {growth(py_b, py_s, 'graph_live_bytes')}, "
-            f"marshal memory {growth(py_b, py_s, 'marshal_peak_bytes')} | "
+            f"marshal memory {growth(py_b, py_s, 'marshal_peak_bytes')}, "
+            f"import time {growth(py_b, py_s, 'import_ns')}, "
+            f"re-marshal time {growth(py_b, py_s, 'remarshal_ns')} | "
             f"go: marshal time {growth(go_b, go_s, 'marshal_ns')} "
             f"(cpu {growth(go_b, go_s, 'marshal_cpu_ns')}), "
             f"graph memory {growth(go_b, go_s, 'graph_live_bytes')}"
@@ -302,6 +361,7 @@ def run(sizes: list[int], reps: int, *, naive: bool, profile: bool) -> int:
                 results[shape, n] = (py, go)
 
         report_time(results)
+        report_import(results)
         if naive and (slow := [n for n in sizes if n <= NAIVE_MAX]):
             runs = [
                 run_json([str(binary), "-bench", str(n), "-shape", "chain", "-reps", "1", "-naive"])

@@ -67,12 +67,15 @@ async def _build(
 
 
 async def test_registry_cache_survives_a_prune(
-    fresh_buildkitd: BuildkitDaemon, registry: Registry, busybox_image: PushedImage, tmp_path: Path
+    buildkit_fresh_daemon: BuildkitDaemon,
+    buildkit_registry: Registry,
+    buildkit_busybox_image: PushedImage,
+    tmp_path: Path,
 ) -> None:
     marker = uuid.uuid4().hex
-    state = _random_step(busybox_image, marker)
-    cache_ref = f"{registry.host}/llblib-cache/registry:{marker[:12]}"
-    async with llblib_async.connect(fresh_buildkitd.address) as client:
+    state = _random_step(buildkit_busybox_image, marker)
+    cache_ref = f"{buildkit_registry.host}/llblib-cache/registry:{marker[:12]}"
+    async with llblib_async.connect(buildkit_fresh_daemon.address) as client:
         first, progress = await _build(
             client,
             state,
@@ -99,12 +102,15 @@ async def test_registry_cache_survives_a_prune(
 
 
 async def test_inline_cache_in_a_pushed_image(
-    fresh_buildkitd: BuildkitDaemon, registry: Registry, busybox_image: PushedImage, tmp_path: Path
+    buildkit_fresh_daemon: BuildkitDaemon,
+    buildkit_registry: Registry,
+    buildkit_busybox_image: PushedImage,
+    tmp_path: Path,
 ) -> None:
     marker = uuid.uuid4().hex
-    state = _random_step(busybox_image, marker)
-    image_ref = f"{registry.host}/llblib-cache/inline:{marker[:12]}"
-    async with llblib_async.connect(fresh_buildkitd.address) as client:
+    state = _random_step(buildkit_busybox_image, marker)
+    image_ref = f"{buildkit_registry.host}/llblib-cache/inline:{marker[:12]}"
+    async with llblib_async.connect(buildkit_fresh_daemon.address) as client:
         first, progress = await _build(
             client,
             state,
@@ -122,12 +128,12 @@ async def test_inline_cache_in_a_pushed_image(
 
 
 async def test_local_cache_dir_survives_a_prune(
-    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, tmp_path: Path
+    buildkit_fresh_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage, tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex
-    state = _random_step(busybox_image, marker)
+    state = _random_step(buildkit_busybox_image, marker)
     cache_dir = tmp_path / "cache"
-    async with llblib_async.connect(fresh_buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_fresh_daemon.address) as client:
         # importing from a directory with no cache yet is skipped, as in Go
         first, progress = await _build(
             client,
@@ -184,13 +190,13 @@ async def test_cache_option_values() -> None:
 
 
 async def test_session_requests_export_and_import_a_local_cache(
-    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, tmp_path: Path
+    buildkit_fresh_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage, tmp_path: Path
 ) -> None:
     """Cache options on ``Session.do``: a request exports a local cache dir (through the
     session's content store, announced when the session opened), the daemon's cache is
     pruned, and a request of a *new* session imports it: the step is CACHED."""
     marker = uuid.uuid4().hex
-    state = _random_step(busybox_image, marker)
+    state = _random_step(buildkit_busybox_image, marker)
     cache_dir = tmp_path / "cache"
     solver = llblib_async.Solver()
 
@@ -199,7 +205,7 @@ async def test_session_requests_export_and_import_a_local_cache(
     ) -> tuple[bytes, bool]:
         progress = llblib_async.RecordingProgress()
         async with (
-            llblib_async.connect(fresh_buildkitd.address) as client,
+            llblib_async.connect(buildkit_fresh_daemon.address) as client,
             solver.session(client, progress=progress) as session,
         ):
             request = solver.build(
@@ -213,7 +219,7 @@ async def test_session_requests_export_and_import_a_local_cache(
     [entry] = json.loads((cache_dir / "index.json").read_text())["manifests"]
     assert (cache_dir / "blobs" / "sha256" / entry["digest"].removeprefix("sha256:")).is_file()
 
-    async with llblib_async.connect(fresh_buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_fresh_daemon.address) as client:
         await client.prune(all=True)
     second, cached = await run(tmp_path / "second", cache_imports=[CacheImport.local(cache_dir)])
     assert cached
@@ -221,16 +227,19 @@ async def test_session_requests_export_and_import_a_local_cache(
 
 
 async def test_session_requests_push_and_import_a_registry_cache(
-    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, registry: Registry, tmp_path: Path
+    buildkit_fresh_daemon: BuildkitDaemon,
+    buildkit_busybox_image: PushedImage,
+    buildkit_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     """Registry cache on two concurrent-capable session requests: export, prune, import."""
     marker = uuid.uuid4().hex
-    state = _random_step(busybox_image, marker)
-    cache_ref = f"{registry.host}/llblib-cache/session:{marker[:12]}"
+    state = _random_step(buildkit_busybox_image, marker)
+    cache_ref = f"{buildkit_registry.host}/llblib-cache/session:{marker[:12]}"
     solver = llblib_async.Solver()
     progress = llblib_async.RecordingProgress()
     async with (
-        llblib_async.connect(fresh_buildkitd.address) as client,
+        llblib_async.connect(buildkit_fresh_daemon.address) as client,
         solver.session(client, progress=progress) as session,
     ):
         export = CacheExport.registry(cache_ref, mode="max", insecure=True)

@@ -79,7 +79,7 @@ def _tree(root: Path, marker: str) -> Path:
 
 @pytest.mark.docker
 async def test_docker_session_uses_the_hijack_uploads_and_downloads(
-    dockerd: DockerDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_dockerd: DockerDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex
     ctx = _tree(tmp_path, marker)
@@ -87,14 +87,14 @@ async def test_docker_session_uses_the_hijack_uploads_and_downloads(
     solver = Solver()
     state = (
         llb.scratch()
-        .copy(llb.local(busybox_rootfs), "/", "/rootfs/")
+        .copy(llb.local(buildkit_busybox_rootfs), "/", "/rootfs/")
         .copy(llb.local(ctx), "/", "/ctx/")
         .file(llb.mkfile("/marker", marker.encode()))
     )
     req = solver.build(state, label="upload", exports=[llblib_async.LocalExport(out)])
     before = _tasks()
-    async with llblib_async.connect(_docker_address(dockerd)) as client:
-        assert client.connection.docker_socket == str(dockerd.socket_path)
+    async with llblib_async.connect(_docker_address(buildkit_dockerd)) as client:
+        assert client.connection.docker_socket == str(buildkit_dockerd.socket_path)
         sockets_before = _socket_fds()
         async with solver.session(client) as session:
             assert session.transport == TRANSPORT_DOCKER_HIJACK
@@ -111,13 +111,15 @@ async def test_docker_session_uses_the_hijack_uploads_and_downloads(
     assert (out / "ctx" / "hello.txt").read_text() == f"hello {marker}\n"
     assert (out / "ctx" / "sub" / "blob.bin").read_bytes() == (ctx / "sub" / "blob.bin").read_bytes()
     assert os.readlink(out / "ctx" / "link") == "hello.txt"
-    busybox = (busybox_rootfs / "bin" / "busybox").read_bytes()
+    busybox = (buildkit_busybox_rootfs / "bin" / "busybox").read_bytes()
     assert (out / "rootfs" / "bin" / "busybox").read_bytes() == busybox
-    assert os.readlink(out / "rootfs" / "bin" / "sh") == os.readlink(busybox_rootfs / "bin" / "sh")
+    assert os.readlink(out / "rootfs" / "bin" / "sh") == os.readlink(buildkit_busybox_rootfs / "bin" / "sh")
 
 
 @pytest.mark.docker
-async def test_two_concurrent_requests_on_one_docker_session(dockerd: DockerDaemon, tmp_path: Path) -> None:
+async def test_two_concurrent_requests_on_one_docker_session(
+    buildkit_dockerd: DockerDaemon, tmp_path: Path
+) -> None:
     solver = Solver()
     reqs = []
     for i in range(2):
@@ -133,7 +135,7 @@ async def test_two_concurrent_requests_on_one_docker_session(dockerd: DockerDaem
     sink = llblib_async.RecordingProgress()
     before = _tasks()
     async with (
-        llblib_async.connect(_docker_address(dockerd)) as client,
+        llblib_async.connect(_docker_address(buildkit_dockerd)) as client,
         solver.session(client, progress=sink) as session,
     ):
         assert session.transport == TRANSPORT_DOCKER_HIJACK
@@ -147,7 +149,7 @@ async def test_two_concurrent_requests_on_one_docker_session(dockerd: DockerDaem
 
 
 @pytest.mark.docker
-async def test_moby_export_through_a_session_gets_the_image_config(dockerd: DockerDaemon) -> None:
+async def test_moby_export_through_a_session_gets_the_image_config(buildkit_dockerd: DockerDaemon) -> None:
     marker = uuid.uuid4().hex
     name = f"llblib-session-moby:{marker[:12]}"
     state = (
@@ -163,14 +165,14 @@ async def test_moby_export_through_a_session_gets_the_image_config(dockerd: Dock
     )
     solver = Solver()
     async with (
-        llblib_async.connect(_docker_address(dockerd)) as client,
+        llblib_async.connect(_docker_address(buildkit_dockerd)) as client,
         solver.session(client) as session,
     ):
         assert session.transport == TRANSPORT_DOCKER_HIJACK
         result = await asyncio.wait_for(
             session.do(solver.build(state, exports=[MobyExport(name)])), SOLVE_TIMEOUT
         )
-    inspected = await dockerd.inspect_image(name)
+    inspected = await buildkit_dockerd.inspect_image(name)
     assert inspected["RepoTags"] == [name]
     assert inspected["Id"] == result.exporter_response["containerimage.digest"]
     config = inspected["Config"]
@@ -183,14 +185,14 @@ async def test_moby_export_through_a_session_gets_the_image_config(dockerd: Dock
 
 @pytest.mark.docker
 async def test_image_exporter_through_a_docker_session_is_a_typed_error(
-    dockerd: DockerDaemon, tmp_path: Path
+    buildkit_dockerd: DockerDaemon, tmp_path: Path
 ) -> None:
     solver = Solver()
     state = llb.scratch().file(llb.mkfile("/x", b"x"))
     bad = solver.build(state, exports=[ImageExport("127.0.0.1:1/never:v1", push=True, insecure=True)])
     good = solver.build(state, exports=[llblib_async.LocalExport(tmp_path / "out")])
     async with (
-        llblib_async.connect(_docker_address(dockerd)) as client,
+        llblib_async.connect(_docker_address(buildkit_dockerd)) as client,
         solver.session(client) as session,
     ):
         with pytest.raises(UnsupportedExporterError) as err:
@@ -202,18 +204,18 @@ async def test_image_exporter_through_a_docker_session_is_a_typed_error(
 
 
 @pytest.mark.docker
-async def test_open_docker_session_directly(dockerd: DockerDaemon, tmp_path: Path) -> None:
+async def test_open_docker_session_directly(buildkit_dockerd: DockerDaemon, tmp_path: Path) -> None:
     """The low-level opener: the handle's methods are announced; leaving closes everything."""
     before = _tasks()
     sockets_before = _socket_fds()
     async with open_docker_session(
-        str(dockerd.socket_path),
+        str(buildkit_dockerd.socket_path),
         session_id=new_id(),
         attachables=[FileSyncProvider({"ctx": tmp_path})],
         close_timeout=10.0,
     ) as handle:
         assert handle.transport == TRANSPORT_DOCKER_HIJACK
-        assert handle.label == _docker_address(dockerd)
+        assert handle.label == _docker_address(buildkit_dockerd)
         assert "/moby.filesync.v1.FileSync/DiffCopy" in handle.methods
         assert len(_socket_fds() - sockets_before) == 1
     assert handle.closed.is_set()
@@ -225,12 +227,14 @@ async def test_open_docker_session_directly(dockerd: DockerDaemon, tmp_path: Pat
 # --------------------------------------------------------------------------- buildkitd / fakes
 
 
-async def test_buildkitd_session_uses_control_session(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_buildkitd_session_uses_control_session(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
     solver = Solver()
     req = solver.build(
         llb.scratch().file(llb.mkfile("/x", b"x")), exports=[llblib_async.LocalExport(tmp_path)]
     )
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         assert client.connection.docker_socket is None
         assert session.transport == TRANSPORT_CONTROL_SESSION
         await asyncio.wait_for(session.do(req), SOLVE_TIMEOUT)
@@ -262,7 +266,7 @@ async def _fake_docker_api(path: Path, heads: list[str]) -> AsyncIterator[None]:
 
 
 async def test_refused_session_falls_back_to_control_session(
-    buildkitd: BuildkitDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = tmp_path / "docker.sock"
     heads: list[str] = []
@@ -270,7 +274,7 @@ async def test_refused_session_falls_back_to_control_session(
     attachables = [FileSyncProvider({"ctx": tmp_path})]
     async with (
         _fake_docker_api(fake, heads),
-        llblib_async.connect(buildkitd.address) as real,
+        llblib_async.connect(buildkit_daemon.address) as real,
     ):
         # buildkitd's channel, but a "Docker socket" that refuses /session
         conn = Connection(
@@ -300,9 +304,11 @@ async def test_refused_session_falls_back_to_control_session(
     assert methods == sorted(["/grpc.health.v1.Health/Check", *attachables[0].__mapping__()])
 
 
-async def test_unreachable_docker_socket_is_a_typed_error(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_unreachable_docker_socket_is_a_typed_error(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
     missing = tmp_path / "gone.sock"
-    async with llblib_async.connect(buildkitd.address) as real:
+    async with llblib_async.connect(buildkit_daemon.address) as real:
         conn = Connection(
             channel=real.connection.channel, address=real.address, is_moby=True, docker_socket=str(missing)
         )

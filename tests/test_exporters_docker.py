@@ -1,7 +1,7 @@
 """Image tarballs (``docker``/``oci`` exporters) and the Docker daemon's ``moby`` exporter.
 
 * :class:`DockerExport` writes a ``docker load``-able tarball (``manifest.json`` with
-  ``RepoTags``) to a file; it is loaded into the ``dockerd`` fixture with the docker CLI
+  ``RepoTags``) to a file; it is loaded into the ``buildkit_dockerd`` fixture with the docker CLI
   and ``docker image inspect`` shows the State's config (Env, Labels, Cmd...).
 * :class:`OCIExport` writes an OCI layout tarball (``oci-layout``, ``index.json``), also
   streamed into an async sink (:class:`StreamTarget`) with the exporter metadata;
@@ -79,12 +79,12 @@ def _check_config(inspected: Mapping[str, Any], marker: str) -> None:
 
 
 async def test_docker_tarball_loads_into_docker(
-    buildkitd: BuildkitDaemon, dockerd: DockerDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_dockerd: DockerDaemon, tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex
     name = f"llblib-tarball:{marker[:12]}"
     dest = tmp_path / "image.tar"
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         result = await asyncio.wait_for(
             client.solve(_app_state(marker), exports=[DockerExport(dest, name=name)]), SOLVE_TIMEOUT
         )
@@ -97,14 +97,14 @@ async def test_docker_tarball_loads_into_docker(
     config_digest = result.exporter_response["containerimage.config.digest"]
     assert manifest[0]["Config"] == "blobs/sha256/" + config_digest.removeprefix("sha256:")
 
-    out = (await dockerd.cli("load", "-i", str(dest))).decode()
+    out = (await buildkit_dockerd.cli("load", "-i", str(dest))).decode()
     assert name in out
-    inspected = await dockerd.inspect_image(name)
+    inspected = await buildkit_dockerd.inspect_image(name)
     assert inspected["Id"] == config_digest
     _check_config(inspected, marker)
 
 
-async def test_oci_tarball_to_file_and_stream(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_oci_tarball_to_file_and_stream(buildkit_daemon: BuildkitDaemon, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     dest = tmp_path / "oci.tar"
     chunks: list[bytes] = []
@@ -121,7 +121,7 @@ async def test_oci_tarball_to_file_and_stream(buildkitd: BuildkitDaemon, tmp_pat
         seen.append(dict(metadata))
         return Sink()
 
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         result = await asyncio.wait_for(
             client.solve(
                 _app_state(marker),
@@ -150,12 +150,12 @@ async def test_oci_tarball_to_file_and_stream(buildkitd: BuildkitDaemon, tmp_pat
 
 
 async def test_oci_layout_directory_through_the_session_content_store(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex
     layout = tmp_path / "layout"
     names = ["example.com/llblib/layout:v1", "example.com/llblib/layout:v2"]
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         result = await asyncio.wait_for(
             client.solve(_app_state(marker), exports=[OCILayoutExport(layout, name=names)]), SOLVE_TIMEOUT
         )
@@ -180,13 +180,13 @@ async def test_oci_layout_directory_through_the_session_content_store(
 
 
 @pytest.mark.docker
-async def test_moby_exporter_loads_into_docker(dockerd: DockerDaemon) -> None:
+async def test_moby_exporter_loads_into_docker(buildkit_dockerd: DockerDaemon) -> None:
     marker = uuid.uuid4().hex
     name = f"llblib-moby:{marker[:12]}"
-    async with llblib_async.connect("docker+" + dockerd.host) as client:
+    async with llblib_async.connect("docker+" + buildkit_dockerd.host) as client:
         assert client.is_moby
         await asyncio.wait_for(client.solve(_app_state(marker), exports=[MobyExport(name)]), SOLVE_TIMEOUT)
-    inspected = await dockerd.inspect_image(name)
+    inspected = await buildkit_dockerd.inspect_image(name)
     assert inspected["RepoTags"] == [name]
     assert len(inspected["RootFS"]["Layers"]) == 1
     # Docker 20.10's moby exporter reads the config only from the result metadata;
@@ -195,11 +195,11 @@ async def test_moby_exporter_loads_into_docker(dockerd: DockerDaemon) -> None:
     assert inspected["Config"]["Labels"] == {"org.example.marker": marker}
     assert inspected["Config"]["Cmd"] == ["/hello"]
     assert inspected["Config"]["WorkingDir"] == "/srv"
-    container = (await dockerd.cli("create", name, "/hello")).decode().strip()
+    container = (await buildkit_dockerd.cli("create", name, "/hello")).decode().strip()
     try:
-        archive = await dockerd.cli("cp", f"{container}:/hello", "-")
+        archive = await buildkit_dockerd.cli("cp", f"{container}:/hello", "-")
     finally:
-        await dockerd.cli("rm", container)
+        await buildkit_dockerd.cli("rm", container)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.extractfile("hello")
         assert member is not None
@@ -207,8 +207,8 @@ async def test_moby_exporter_loads_into_docker(dockerd: DockerDaemon) -> None:
 
 
 @pytest.mark.docker
-async def test_image_exporter_on_classic_docker_is_a_typed_error(dockerd: DockerDaemon) -> None:
-    async with llblib_async.connect("docker+" + dockerd.host) as client:
+async def test_image_exporter_on_classic_docker_is_a_typed_error(buildkit_dockerd: DockerDaemon) -> None:
+    async with llblib_async.connect("docker+" + buildkit_dockerd.host) as client:
         with pytest.raises(UnsupportedExporterError) as err:
             await asyncio.wait_for(
                 client.solve(

@@ -4,7 +4,7 @@ Pushed manifests and configs are read back over plain HTTP (the registry fixture
 loopback, so BuildKit and we speak HTTP to them): the State's image config (env,
 labels, cmd, entrypoint, workdir) arrives in the pushed config, compression and
 ``oci_mediatypes`` give the expected media types, ``push_by_digest`` pushes no tag.
-The ``auth_registry`` fixture checks :class:`~llblib_async.DockerAuthProvider`
+The ``buildkit_auth_registry`` fixture checks :class:`~llblib_async.DockerAuthProvider`
 (credentials from a Docker config file, as the daemon asks for them), and failure
 without or with wrong credentials.
 """
@@ -91,13 +91,15 @@ def _app_state(marker: str) -> llb.State:
     )
 
 
-async def test_push_carries_the_state_image_config(buildkitd: BuildkitDaemon, registry: Registry) -> None:
+async def test_push_carries_the_state_image_config(
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry
+) -> None:
     marker = uuid.uuid4().hex
     st = _app_state(marker)
-    ref = f"{registry.host}/llblib-export/app:v1"
-    async with llblib_async.connect(buildkitd.address) as client:
+    ref = f"{buildkit_registry.host}/llblib-export/app:v1"
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         result = await client.solve(st, exports=[ImageExport(ref, push=True, insecure=True)])
-    digest, manifest, config = await pull_manifest(registry, "llblib-export/app", "v1")
+    digest, manifest, config = await pull_manifest(buildkit_registry, "llblib-export/app", "v1")
     assert result.exporter_response["containerimage.digest"] == digest
     assert result.exporter_response["containerimage.config.digest"] == manifest["config"]["digest"]
     assert result.exporter_response["image.name"] == ref
@@ -113,13 +115,13 @@ async def test_push_carries_the_state_image_config(buildkitd: BuildkitDaemon, re
 
 
 async def test_explicit_image_config_and_annotations_win(
-    buildkitd: BuildkitDaemon, registry: Registry
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry
 ) -> None:
     st = _app_state(uuid.uuid4().hex)
     assert st.image_config is not None
     explicit = co.marshal_with_image_config(st.apply(co.cmd("explicit")), epoch=1_700_000_000).image_config
     assert explicit is not None
-    ref = f"{registry.host}/llblib-export/explicit:v1"
+    ref = f"{buildkit_registry.host}/llblib-export/explicit:v1"
     export = ImageExport(
         ref,
         push=True,
@@ -128,9 +130,9 @@ async def test_explicit_image_config_and_annotations_win(
         oci_mediatypes=True,
         annotations={"org.opencontainers.image.title": "annotated"},
     )
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(st, exports=[export])
-    _, manifest, config = await pull_manifest(registry, "llblib-export/explicit", "v1")
+    _, manifest, config = await pull_manifest(buildkit_registry, "llblib-export/explicit", "v1")
     assert config["config"]["Cmd"] == ["explicit"]
     assert config["created"] == "2023-11-14T22:13:20Z"
     assert manifest["mediaType"] == OCI_MANIFEST
@@ -147,8 +149,8 @@ async def test_explicit_image_config_and_annotations_win(
     ],
 )
 async def test_compression_and_media_types(
-    buildkitd: BuildkitDaemon,
-    registry: Registry,
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_registry: Registry,
     compression: str,
     oci: bool,
     manifest_type: str,
@@ -158,30 +160,32 @@ async def test_compression_and_media_types(
     st = _app_state(uuid.uuid4().hex)
     repo = f"llblib-export/compress-{compression}-{'oci' if oci else 'docker'}"
     export = ImageExport(
-        f"{registry.host}/{repo}:v1",
+        f"{buildkit_registry.host}/{repo}:v1",
         push=True,
         insecure=True,
         compression=compression,  # type: ignore[arg-type]
         force_compression=True,
         oci_mediatypes=oci,
     )
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(st, exports=[export])
-    _, manifest, _ = await pull_manifest(registry, repo, "v1")
+    _, manifest, _ = await pull_manifest(buildkit_registry, repo, "v1")
     assert manifest["mediaType"] == manifest_type
     assert [layer["mediaType"] for layer in manifest["layers"]] == [layer_type]
 
 
-async def test_push_by_digest_pushes_no_tag(buildkitd: BuildkitDaemon, registry: Registry) -> None:
+async def test_push_by_digest_pushes_no_tag(
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry
+) -> None:
     repo = "llblib-export/by-digest"
-    export = ImageExport(f"{registry.host}/{repo}", push=True, push_by_digest=True, insecure=True)
-    async with llblib_async.connect(buildkitd.address) as client:
+    export = ImageExport(f"{buildkit_registry.host}/{repo}", push=True, push_by_digest=True, insecure=True)
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         result = await client.solve(_app_state(uuid.uuid4().hex), exports=[export])
     digest = result.exporter_response["containerimage.digest"]
-    got, _, config = await pull_manifest(registry, repo, digest)
+    got, _, config = await pull_manifest(buildkit_registry, repo, digest)
     assert got == digest
     assert config["config"]["Cmd"] == ["cat /hello"]
-    status, _, body = await asyncio.to_thread(_get, f"{registry.url}/v2/{repo}/tags/list")
+    status, _, body = await asyncio.to_thread(_get, f"{buildkit_registry.url}/v2/{repo}/tags/list")
     assert status == 404 or not json.loads(body).get("tags"), body
 
 
@@ -216,38 +220,40 @@ def _basic(user: str, password: str) -> str:
 
 
 async def test_push_with_credentials_from_docker_config(
-    buildkitd: BuildkitDaemon, auth_registry: Registry, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_auth_registry: Registry, tmp_path: Path
 ) -> None:
-    assert auth_registry.auth is not None
-    user, password = auth_registry.auth
+    assert buildkit_auth_registry.auth is not None
+    user, password = buildkit_auth_registry.auth
     config = _write_docker_config(
-        tmp_path / "docker", {"auths": {auth_registry.host: {"auth": _basic(user, password)}}}
+        tmp_path / "docker", {"auths": {buildkit_auth_registry.host: {"auth": _basic(user, password)}}}
     )
-    ref = f"{auth_registry.host}/private/app:v1"
+    ref = f"{buildkit_auth_registry.host}/private/app:v1"
     marker = uuid.uuid4().hex
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         result = await client.solve(
             _app_state(marker),
             exports=[ImageExport(ref, push=True, insecure=True)],
             attachables=[DockerAuthProvider(config)],
         )
-    digest, _, pushed = await pull_manifest(auth_registry, "private/app", "v1", auth=(user, password))
+    digest, _, pushed = await pull_manifest(
+        buildkit_auth_registry, "private/app", "v1", auth=(user, password)
+    )
     assert digest == result.exporter_response["containerimage.digest"]
     assert pushed["config"]["Labels"]["org.example.marker"] == marker
 
 
 @pytest.mark.parametrize("how", ["anonymous", "wrong-password"])
 async def test_push_without_valid_credentials_fails(
-    buildkitd: BuildkitDaemon, auth_registry: Registry, tmp_path: Path, how: str
+    buildkit_daemon: BuildkitDaemon, buildkit_auth_registry: Registry, tmp_path: Path, how: str
 ) -> None:
     attachables = []
     if how == "wrong-password":
         config = _write_docker_config(
-            tmp_path / "docker", {"auths": {auth_registry.host: {"auth": _basic("llblib", "wrong")}}}
+            tmp_path / "docker", {"auths": {buildkit_auth_registry.host: {"auth": _basic("llblib", "wrong")}}}
         )
         attachables.append(DockerAuthProvider(config))
-    ref = f"{auth_registry.host}/private/denied:{how}"
-    async with llblib_async.connect(buildkitd.address) as client:
+    ref = f"{buildkit_auth_registry.host}/private/denied:{how}"
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         with pytest.raises(llblib_async.SolveError) as err:
             await asyncio.wait_for(
                 client.solve(
@@ -299,22 +305,22 @@ async def test_docker_config_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 async def test_estargz_layers_carry_their_table_of_contents(
-    buildkitd: BuildkitDaemon, registry: Registry
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry
 ) -> None:
     """``compression="estargz"``: OCI gzip layers annotated with the eStargz TOC digest and
     uncompressed size (what lazy-pulling snapshotters read)."""
     repo = "llblib-export/estargz"
     export = ImageExport(
-        f"{registry.host}/{repo}:v1",
+        f"{buildkit_registry.host}/{repo}:v1",
         push=True,
         insecure=True,
         compression="estargz",
         force_compression=True,
         oci_mediatypes=True,
     )
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(_app_state(uuid.uuid4().hex), exports=[export])
-    _, manifest, _ = await pull_manifest(registry, repo, "v1")
+    _, manifest, _ = await pull_manifest(buildkit_registry, repo, "v1")
     [layer] = manifest["layers"]
     assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
     assert layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"].startswith("sha256:")
@@ -322,25 +328,25 @@ async def test_estargz_layers_carry_their_table_of_contents(
 
 
 async def test_basic_auth_registry_gets_credentials_not_tokens(
-    buildkitd: BuildkitDaemon, auth_registry: Registry, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_auth_registry: Registry, tmp_path: Path
 ) -> None:
     """A basic-auth registry sends no bearer challenge: the daemon asks ``Credentials``
     and never the token authority (client-side tokens are only for token registries;
     see tests/test_registry_token_auth.py)."""
-    assert auth_registry.auth is not None
-    user, password = auth_registry.auth
+    assert buildkit_auth_registry.auth is not None
+    user, password = buildkit_auth_registry.auth
     config = _write_docker_config(
-        tmp_path / "docker", {"auths": {auth_registry.host: {"auth": _basic(user, password)}}}
+        tmp_path / "docker", {"auths": {buildkit_auth_registry.host: {"auth": _basic(user, password)}}}
     )
     provider = DockerAuthProvider(config)
     repo = f"private/basic-{uuid.uuid4().hex[:12]}"
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(
             _app_state(uuid.uuid4().hex),
-            exports=[ImageExport(f"{auth_registry.host}/{repo}:v1", push=True, insecure=True)],
+            exports=[ImageExport(f"{buildkit_auth_registry.host}/{repo}:v1", push=True, insecure=True)],
             attachables=[provider],
         )
-    await pull_manifest(auth_registry, repo, "v1", auth=(user, password))
-    assert provider.calls["Credentials", auth_registry.host] >= 1
-    assert provider.calls["GetTokenAuthority", auth_registry.host] == 0
-    assert provider.calls["FetchToken", auth_registry.host] == 0
+    await pull_manifest(buildkit_auth_registry, repo, "v1", auth=(user, password))
+    assert provider.calls["Credentials", buildkit_auth_registry.host] >= 1
+    assert provider.calls["GetTokenAuthority", buildkit_auth_registry.host] == 0
+    assert provider.calls["FetchToken", buildkit_auth_registry.host] == 0

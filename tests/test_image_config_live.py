@@ -1,7 +1,7 @@
 """Image configs against real peers: the loopback registry, buildkitd, and Go's buildctl.
 
 * :class:`~llblib_async.registry.RegistryResolver` reads the config of the
-  ``busybox_image`` fixture (built by BuildKit's Dockerfile frontend, so its history has
+  ``buildkit_busybox_image`` fixture (built by BuildKit's Dockerfile frontend, so its history has
   ``# buildkit`` records) by tag and by digest, anonymously and with basic auth;
 * a State from ``resolve_image`` runs with the image's env, and with the dir, env and
   user set by the config helpers;
@@ -40,7 +40,7 @@ from llblib_async.testing.images import PushedImage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-BUSYBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # the ENV of the busybox_image fixture's Dockerfile
+BUSYBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # the ENV of the buildkit_busybox_image fixture's Dockerfile
 EPOCH = 1_700_000_000
 BUILDCTL_TIMEOUT = 300.0
 
@@ -92,14 +92,14 @@ async def _buildctl_push(
     return loaded
 
 
-async def test_resolver_reads_a_dockerfile_built_image_config(busybox_image: PushedImage) -> None:
+async def test_resolver_reads_a_dockerfile_built_image_config(buildkit_busybox_image: PushedImage) -> None:
     resolver = RegistryResolver()
-    digest, raw = await resolver.resolve(busybox_image.ref, None)
-    assert digest == busybox_image.digest
-    assert "sha256:" + hashlib.sha256(raw).hexdigest() == busybox_image.config_digest
-    assert await resolver.resolve(busybox_image.pinned_ref, None) == (digest, raw)
+    digest, raw = await resolver.resolve(buildkit_busybox_image.ref, None)
+    assert digest == buildkit_busybox_image.digest
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == buildkit_busybox_image.config_digest
+    assert await resolver.resolve(buildkit_busybox_image.pinned_ref, None) == (digest, raw)
 
-    resolved = await llb.resolve_image_config(busybox_image.ref, resolver)
+    resolved = await llb.resolve_image_config(buildkit_busybox_image.ref, resolver)
     config = resolved.config
     assert resolved.raw == raw
     assert config.platform.os == "linux"
@@ -126,10 +126,10 @@ async def test_resolver_reads_a_dockerfile_built_image_config(busybox_image: Pus
 
 
 async def test_resolved_image_runs_with_the_image_and_helper_settings(
-    buildkitd: BuildkitDaemon, busybox_image: PushedImage, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage, tmp_path: Path
 ) -> None:
     resolver = llb.CachingResolver(RegistryResolver())
-    base = await co.resolve_image(busybox_image.ref, resolver, pin_digest=True)
+    base = await co.resolve_image(buildkit_busybox_image.ref, resolver, pin_digest=True)
     st = base.apply(
         co.default_dir("/work"),
         co.add_default_env("GREETING", "hello world"),
@@ -137,7 +137,7 @@ async def test_resolved_image_runs_with_the_image_and_helper_settings(
     )
     ran = co.run(st, 'echo "$PATH|$GREETING|$(pwd)|$(id -u)" > /tmp/facts', shell=True)
     collected = llb.scratch().copy(ran.root, "/tmp/facts", "/facts")
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(collected, exports=[llblib_async.LocalExport(tmp_path / "out")])
     assert (tmp_path / "out" / "facts").read_text() == f"{BUSYBOX_PATH}|hello world|/work|65534\n"
     assert ran.image_config is not None
@@ -149,13 +149,13 @@ async def test_resolved_image_runs_with_the_image_and_helper_settings(
 
 async def test_exporter_attr_carries_the_config_into_the_pushed_image(
     buildkit_binaries: BuildkitBinaries,
-    buildkitd: BuildkitDaemon,
-    busybox_image: PushedImage,
-    registry: Registry,
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_image: PushedImage,
+    buildkit_registry: Registry,
     tmp_path: Path,
 ) -> None:
     resolver = RegistryResolver()
-    base = await co.resolve_image(busybox_image.ref, resolver, pin_digest=True)
+    base = await co.resolve_image(buildkit_busybox_image.ref, resolver, pin_digest=True)
     st = base.apply(
         co.add_default_env("GREETING", "hello"),
         co.add_default_env("PATH", f"/opt/bin:{BUSYBOX_PATH}"),
@@ -171,8 +171,8 @@ async def test_exporter_attr_carries_the_config_into_the_pushed_image(
     result = co.marshal_with_image_config(st, epoch=EPOCH)
     ours = result.image_config
     assert ours is not None
-    ref = f"{registry.host}/llblib-config/app:v1"
-    metadata = await _buildctl_push(buildkit_binaries, buildkitd, result, ref, tmp_path / "push")
+    ref = f"{buildkit_registry.host}/llblib-config/app:v1"
+    metadata = await _buildctl_push(buildkit_binaries, buildkit_daemon, result, ref, tmp_path / "push")
 
     digest, raw = await resolver.resolve(ref, None)
     assert digest == metadata["containerimage.digest"]
@@ -197,7 +197,7 @@ async def test_exporter_attr_carries_the_config_into_the_pushed_image(
     assert again.image_config == pushed.adopted()
     assert again.working_dir == "/srv"
     ran = again.run('test -f /marker && echo "$GREETING from $(pwd)" > /tmp/out', shell=True)
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(
             llb.scratch().copy(ran.root, "/tmp/out", "/out"),
             exports=[llblib_async.LocalExport(tmp_path / "out")],
@@ -207,16 +207,18 @@ async def test_exporter_attr_carries_the_config_into_the_pushed_image(
 
 async def test_resolver_basic_auth_against_a_protected_registry(
     buildkit_binaries: BuildkitBinaries,
-    buildkitd: BuildkitDaemon,
-    auth_registry: Registry,
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_auth_registry: Registry,
     tmp_path: Path,
 ) -> None:
-    assert auth_registry.auth is not None
-    user, password = auth_registry.auth
+    assert buildkit_auth_registry.auth is not None
+    user, password = buildkit_auth_registry.auth
     docker_config = tmp_path / "docker"
     docker_config.mkdir()
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    (docker_config / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    (docker_config / "config.json").write_text(
+        json.dumps({"auths": {buildkit_auth_registry.host: {"auth": token}}})
+    )
     st = (
         llb.scratch()
         .with_platform(llb.default_platform())
@@ -224,12 +226,12 @@ async def test_resolver_basic_auth_against_a_protected_registry(
         .apply(co.add_label("protected", "yes"), co.cmd("/hello"))
     )
     result = co.marshal_with_image_config(st)
-    ref = f"{auth_registry.host}/private/app:v1"
+    ref = f"{buildkit_auth_registry.host}/private/app:v1"
     metadata = await _buildctl_push(
-        buildkit_binaries, buildkitd, result, ref, tmp_path / "push", docker_config=docker_config
+        buildkit_binaries, buildkit_daemon, result, ref, tmp_path / "push", docker_config=docker_config
     )
 
-    resolver = RegistryResolver(credentials={auth_registry.host: (user, password)})
+    resolver = RegistryResolver(credentials={buildkit_auth_registry.host: (user, password)})
     resolved = await llb.resolve_image_config(ref, resolver)
     assert resolved.digest == metadata["containerimage.digest"]
     assert resolved.config.config.labels == (("protected", "yes"),)

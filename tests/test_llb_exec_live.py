@@ -1,6 +1,6 @@
 """Exec ops, mounts, merge and diff against a real buildkitd: their effects on exported files.
 
-The rootfs of every exec is the busybox tree of the ``busybox_rootfs`` fixture
+The rootfs of every exec is the busybox tree of the ``buildkit_busybox_rootfs`` fixture
 copied onto scratch (no registry needed).  What a command saw is written to files
 that are then exported with :class:`~llblib_async.LocalExport` and read back.
 
@@ -48,9 +48,9 @@ async def _export(
 
 
 async def test_command_sees_env_cwd_user_hostname_hosts_ulimit_and_default_path(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    st = _rootfs(busybox_rootfs).with_env("GREETING", "hello world").with_dir("/work")
+    st = _rootfs(buildkit_busybox_rootfs).with_env("GREETING", "hello world").with_dir("/work")
     es = st.run(
         'echo "$GREETING|$(pwd)|$(id -u):$(id -g)|$(hostname)|$PATH|$(ulimit -n)" > /tmp/facts;'
         ' grep db.internal /etc/hosts > /tmp/hosts; echo "$ONLY_HERE" > /tmp/only',
@@ -63,7 +63,7 @@ async def test_command_sees_env_cwd_user_hostname_hosts_ulimit_and_default_path(
         ulimits=[llb.Ulimit("nofile", 1234, 1234)],
     )
     out = await _export(
-        buildkitd,
+        buildkit_daemon,
         _collect({"facts": (es, "/tmp/facts"), "hosts": (es, "/tmp/hosts"), "only": (es, "/tmp/only")}),
         tmp_path / "out",
     )
@@ -75,10 +75,10 @@ async def test_command_sees_env_cwd_user_hostname_hosts_ulimit_and_default_path(
 
 
 async def test_state_settings_reach_later_execs(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     st = (
-        _rootfs(busybox_rootfs)
+        _rootfs(buildkit_busybox_rootfs)
         .with_env("A", "1")
         .with_env("B", "2")
         .with_env("A", "3")
@@ -88,22 +88,22 @@ async def test_state_settings_reach_later_execs(
         .with_args(["sh", "-c", "env | grep -E '^(A|B)=' > facts; id -un >> facts"])
     )
     es = st.run()
-    out = await _export(buildkitd, _collect({"facts": (es, "/tmp/facts")}), tmp_path / "out")
+    out = await _export(buildkit_daemon, _collect({"facts": (es, "/tmp/facts")}), tmp_path / "out")
     assert (out / "facts").read_text().split() == ["A=3", "nobody"]
 
 
 async def test_readonly_bind_cannot_be_written(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     data = llb.scratch().mkfile("/file", b"original\n")
-    es = _rootfs(busybox_rootfs).run(
+    es = _rootfs(buildkit_busybox_rootfs).run(
         "(echo changed > /ro/file) 2>/tmp/err; echo $? > /tmp/rc; cat /ro/file > /tmp/content; exit 3",
         shell=True,
         mounts=[llb.bind("/ro", data, readonly=True)],
         valid_exit_codes=[0, 3],  # the exit 3 at the end proves valid_exit_codes too
     )
     out = await _export(
-        buildkitd,
+        buildkit_daemon,
         _collect({"err": (es, "/tmp/err"), "rc": (es, "/tmp/rc"), "content": (es, "/tmp/content")}),
         tmp_path / "out",
     )
@@ -113,9 +113,9 @@ async def test_readonly_bind_cannot_be_written(
 
 
 async def test_writable_binds_are_outputs_and_chain(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    rootfs = _rootfs(busybox_rootfs)
+    rootfs = _rootfs(buildkit_busybox_rootfs)
     seed = llb.scratch().mkfile("/seed", b"seed\n")
     first = rootfs.run(
         "echo a > /a/made; cat /b/seed > /b/copy; echo root > /in-root",
@@ -127,13 +127,13 @@ async def test_writable_binds_are_outputs_and_chain(
         "echo more >> /data/made", shell=True, mounts=[llb.bind("/data", first.get_mount("/a"))]
     )
     merged = llb.merge([first.get_mount("/b"), second.get_mount("/data")])
-    out = await _export(buildkitd, merged, tmp_path / "out")
+    out = await _export(buildkit_daemon, merged, tmp_path / "out")
     assert sorted(p.name for p in out.iterdir()) == ["copy", "made", "seed"]
     assert (out / "made").read_text() == "a\nmore\n"
     assert (out / "copy").read_text() == "seed\n"
     # The root output has the root change and an empty mount stub at most, not the mounts' files.
     check = first.root.run("ls -A /a /b > /tmp/listing 2>&1; cat /in-root >> /tmp/listing; true", shell=True)
-    out2 = await _export(buildkitd, _collect({"listing": (check, "/tmp/listing")}), tmp_path / "out2")
+    out2 = await _export(buildkit_daemon, _collect({"listing": (check, "/tmp/listing")}), tmp_path / "out2")
     listing = (out2 / "listing").read_text()
     assert "made" not in listing
     assert "copy" not in listing
@@ -141,9 +141,9 @@ async def test_writable_binds_are_outputs_and_chain(
 
 
 async def test_cache_mount_persists_across_builds(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    rootfs = _rootfs(busybox_rootfs)
+    rootfs = _rootfs(buildkit_busybox_rootfs)
     cache_id = f"exec-live-{uuid.uuid4().hex}"
     token = uuid.uuid4().hex
 
@@ -152,34 +152,38 @@ async def test_cache_mount_persists_across_builds(
         return rootfs.run(command, shell=True, mounts=[mount], ignore_cache=ignore_cache)
 
     write = with_cache(f"echo {token} > /cache/stamp; ls /cache > /tmp/first")
-    out1 = await _export(buildkitd, _collect({"first": (write, "/tmp/first")}), tmp_path / "one")
+    out1 = await _export(buildkit_daemon, _collect({"first": (write, "/tmp/first")}), tmp_path / "one")
     assert (out1 / "first").read_text().split() == ["stamp"]
     # A second build (another command, so not a cache hit) sees what the first one left.
     read = with_cache("cat /cache/stamp > /tmp/seen")
     probe = read.root.run("ls -A /cache > /tmp/left; true", shell=True)
     out2 = await _export(
-        buildkitd, _collect({"seen": (read, "/tmp/seen"), "left": (probe, "/tmp/left")}), tmp_path / "two"
+        buildkit_daemon,
+        _collect({"seen": (read, "/tmp/seen"), "left": (probe, "/tmp/left")}),
+        tmp_path / "two",
     )
     assert (out2 / "seen").read_text() == token + "\n"
     # The cache is not part of the result.
     assert (out2 / "left").read_text() == ""
     # BuildKit drops the cache mounts of an exec solved with ignore_cache (like `build --no-cache`).
     fresh = with_cache("ls -A /cache > /tmp/after", ignore_cache=True)
-    out3 = await _export(buildkitd, _collect({"after": (fresh, "/tmp/after")}), tmp_path / "three")
+    out3 = await _export(buildkit_daemon, _collect({"after": (fresh, "/tmp/after")}), tmp_path / "three")
     assert (out3 / "after").read_text() == ""
 
 
 async def test_tmpfs_contents_do_not_leak(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    es = _rootfs(busybox_rootfs).run(
+    es = _rootfs(buildkit_busybox_rootfs).run(
         "echo secret > /scratchpad/f; grep ' /scratchpad ' /proc/mounts > /tmp/mount",
         shell=True,
         mounts=[llb.tmpfs("/scratchpad", size=1 << 20)],
     )
     probe = es.root.run("ls -A /scratchpad > /tmp/left 2>&1; true", shell=True)
     out = await _export(
-        buildkitd, _collect({"mount": (es, "/tmp/mount"), "left": (probe, "/tmp/left")}), tmp_path / "out"
+        buildkit_daemon,
+        _collect({"mount": (es, "/tmp/mount"), "left": (probe, "/tmp/left")}),
+        tmp_path / "out",
     )
     mount = (out / "mount").read_text().split()
     assert mount[1:3] == ["/scratchpad", "tmpfs"]
@@ -188,14 +192,14 @@ async def test_tmpfs_contents_do_not_leak(
 
 
 async def test_network_none_has_only_loopback(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    rootfs = _rootfs(busybox_rootfs)
+    rootfs = _rootfs(buildkit_busybox_rootfs)
     cmd = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /tmp/ifs"
     isolated = rootfs.run(cmd, shell=True, network="none")
     default = rootfs.run(cmd, shell=True)
     out = await _export(
-        buildkitd,
+        buildkit_daemon,
         _collect({"none": (isolated, "/tmp/ifs"), "default": (default, "/tmp/ifs")}),
         tmp_path / "out",
     )
@@ -205,17 +209,17 @@ async def test_network_none_has_only_loopback(
 
 
 async def test_exit_codes_and_failures(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    rootfs = _rootfs(busybox_rootfs)
+    rootfs = _rootfs(buildkit_busybox_rootfs)
     ok = rootfs.run("echo accepted > /tmp/r; exit 3", shell=True, valid_exit_codes=[3])
-    out = await _export(buildkitd, _collect({"r": (ok, "/tmp/r")}), tmp_path / "ok")
+    out = await _export(buildkit_daemon, _collect({"r": (ok, "/tmp/r")}), tmp_path / "ok")
     assert (out / "r").read_text() == "accepted\n"
 
     failing = rootfs.run(
         f"echo about to fail {uuid.uuid4().hex}; echo oops >&2; exit 7", shell=True, name="doomed step"
     )
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         with pytest.raises(llblib_async.SolveError) as info:
             await client.solve(failing)
     err = info.value
@@ -227,26 +231,28 @@ async def test_exit_codes_and_failures(
 
     # Exit 3 without valid_exit_codes fails too; with [0] only 0 counts.
     strict = rootfs.run("exit 3", shell=True, valid_exit_codes=[0])
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         with pytest.raises(llblib_async.SolveError) as info:
             await client.solve(strict)
     assert info.value.exit_code == 3
 
 
-async def test_diff_and_merge_trees(buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path) -> None:
-    base = _rootfs(busybox_rootfs)
+async def test_diff_and_merge_trees(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    base = _rootfs(buildkit_busybox_rootfs)
     changed = base.run("echo a > /a.txt; rm /etc/group; mkdir -p /new/dir", shell=True).root
     changes = llb.diff(base, changed)
     # The diff alone holds only what changed: new files, and the dir a file was deleted from
     # (the deletion itself is a whiteout, not exported as a file).
-    out = await _export(buildkitd, changes, tmp_path / "diff")
+    out = await _export(buildkit_daemon, changes, tmp_path / "diff")
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["a.txt", "etc", "new", "new/dir"]
     # Merged onto another base, it replays the change including the deletion.
     other = (
         llb.scratch().mkdir("/etc").mkfile("/etc/group", "g").mkfile("/etc/passwd", "p").mkfile("/keep", "k")
     )
     merged = llb.merge([other, changes, llb.scratch().mkfile("/last", "l")])
-    out2 = await _export(buildkitd, merged, tmp_path / "merge")
+    out2 = await _export(buildkit_daemon, merged, tmp_path / "merge")
     assert sorted(str(p.relative_to(out2)) for p in out2.rglob("*")) == [
         "a.txt",
         "etc",
@@ -260,10 +266,10 @@ async def test_diff_and_merge_trees(buildkitd: BuildkitDaemon, busybox_rootfs: P
 
 
 async def test_daemon_reports_our_digests(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     # The daemon re-marshals every op with Go and re-hashes: equal digests = Go-identical bytes.
-    base = _rootfs(busybox_rootfs)
+    base = _rootfs(buildkit_busybox_rootfs)
     es = base.run(
         ["sh", "-c", f"echo {uuid.uuid4().hex} > /o/f"],
         env={"Z": "1", "A": "2"},
@@ -282,7 +288,7 @@ async def test_daemon_reports_our_digests(
     )
     result = llb.merge([es.get_mount("/o"), llb.diff(base, es.root)])
     recorder = llblib_async.RecordingProgress()
-    await _export(buildkitd, result, tmp_path / "out", progress=recorder)
+    await _export(buildkit_daemon, result, tmp_path / "out", progress=recorder)
     seen = set(recorder.vertices)
     definition = llb.marshal(result)
     assert set(definition.digests[:-1]) <= seen

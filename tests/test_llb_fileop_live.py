@@ -58,16 +58,18 @@ async def build_tar(
     return entries
 
 
-async def test_include_and_exclude_patterns(buildkitd: BuildkitDaemon, context: Path, tmp_path: Path) -> None:
+async def test_include_and_exclude_patterns(
+    buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path
+) -> None:
     st = llb.scratch().copy(
         llb.local(context), "/dir", "/out", include=["*.txt", "sub"], exclude=["sub/c.txt"]
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     assert {n for n in files if n.startswith("out/")} == {"out/a.txt", "out/sub"}
 
 
 async def test_contents_only_versus_directory(
-    buildkitd: BuildkitDaemon, context: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path
 ) -> None:
     src = llb.local(context)
     st = llb.scratch().file(
@@ -75,41 +77,43 @@ async def test_contents_only_versus_directory(
             src, "/dir", "/contents/", contents_only=True, create_dest_path=True
         )
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     assert "whole/dir/a.txt" in files
     assert "contents/a.txt" in files
     assert "contents/dir" not in files
 
 
 async def test_create_dest_path_is_needed_for_missing_parents(
-    buildkitd: BuildkitDaemon, context: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path
 ) -> None:
     src = llb.local(context)
     ok = llb.scratch().copy(src, "/one.cfg", "/deep/er/one.cfg", create_dest_path=True)
-    files = await build_tar(buildkitd.address, ok, tmp_path)
+    files = await build_tar(buildkit_daemon.address, ok, tmp_path)
     assert files["deep/er/one.cfg"][1] == b"1"
     without = llb.scratch().copy(src, "/one.cfg", "/missing/one.cfg")
     with pytest.raises(llblib_async.SolveError):
-        await build_tar(buildkitd.address, without, tmp_path)
+        await build_tar(buildkit_daemon.address, without, tmp_path)
 
 
-async def test_wildcards(buildkitd: BuildkitDaemon, context: Path, tmp_path: Path) -> None:
+async def test_wildcards(buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path) -> None:
     src = llb.local(context)
     st = llb.scratch().file(
         llb.mkdir("/cfg")
         .copy(src, "/*.cfg", "/cfg/", allow_wildcard=True)
         .copy(src, "/*.nothing", "/cfg/", allow_wildcard=True, allow_empty_wildcard=True)
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     assert {n for n in files if n.startswith("cfg/")} == {"cfg/one.cfg", "cfg/two.cfg"}
     empty_not_allowed = llb.scratch().copy(
         src, "/*.nothing", "/x/", allow_wildcard=True, create_dest_path=True
     )
     with pytest.raises(llblib_async.SolveError):
-        await build_tar(buildkitd.address, empty_not_allowed, tmp_path)
+        await build_tar(buildkit_daemon.address, empty_not_allowed, tmp_path)
 
 
-async def test_owner_mode_and_timestamp(buildkitd: BuildkitDaemon, context: Path, tmp_path: Path) -> None:
+async def test_owner_mode_and_timestamp(
+    buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path
+) -> None:
     src = llb.local(context)
     st = llb.scratch().file(
         llb.copy(src, "/one.cfg", "/owned.cfg", owner="1234:5678", mode=0o640, timestamp=EPOCH_2001)
@@ -117,7 +121,7 @@ async def test_owner_mode_and_timestamp(buildkitd: BuildkitDaemon, context: Path
         .mkdir("/d", 0o700, owner=(42, 43), timestamp=EPOCH_2001)
         .mkfile("/d/f", b"data", 0o604, owner="7:8")
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     owned = files["owned.cfg"][0]
     assert (owned.uid, owned.gid, owned.mode & 0o7777) == (1234, 5678, 0o640)
     assert owned.mtime == int(EPOCH_2001.timestamp())
@@ -129,12 +133,12 @@ async def test_owner_mode_and_timestamp(buildkitd: BuildkitDaemon, context: Path
     assert files["d/f"][1] == b"data"
 
 
-async def test_follow_symlinks(buildkitd: BuildkitDaemon, context: Path, tmp_path: Path) -> None:
+async def test_follow_symlinks(buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path) -> None:
     src = llb.local(context)
     st = llb.scratch().file(
         llb.copy(src, "/link.txt", "/followed.txt", follow_symlinks=True).copy(src, "/link.txt", "/kept.txt")
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     followed, kept = files["followed.txt"][0], files["kept.txt"][0]
     assert followed.isfile()
     assert files["followed.txt"][1] == b"pointed at"
@@ -143,7 +147,7 @@ async def test_follow_symlinks(buildkitd: BuildkitDaemon, context: Path, tmp_pat
 
 
 async def test_attempt_unpack_extracts_archives(
-    buildkitd: BuildkitDaemon, context: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, context: Path, tmp_path: Path
 ) -> None:
     src = llb.local(context)
     st = llb.scratch().file(
@@ -151,12 +155,12 @@ async def test_attempt_unpack_extracts_archives(
             src, "/archive.tar.gz", "/as-is/", create_dest_path=True
         )
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     assert files["unpacked/packed/inside.txt"][1] == b"from the archive\n"
     assert "as-is/archive.tar.gz" in files
 
 
-async def test_rm_and_symlink_actions(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_rm_and_symlink_actions(buildkit_daemon: BuildkitDaemon, tmp_path: Path) -> None:
     st = llb.scratch().file(
         llb.mkdir("/a/b", parents=True)
         .mkfile("/a/b/keep", b"k")
@@ -166,10 +170,10 @@ async def test_rm_and_symlink_actions(buildkitd: BuildkitDaemon, tmp_path: Path)
         .rm("/not-there", allow_not_found=True)
         .symlink("/a/b/keep", "/shortcut")
     )
-    files = await build_tar(buildkitd.address, st, tmp_path)
+    files = await build_tar(buildkit_daemon.address, st, tmp_path)
     assert {n for n in files if n.startswith("a/b/")} == {"a/b/keep"}
     link = files["shortcut"][0]
     assert link.issym()
     assert link.linkname == "/a/b/keep"
     with pytest.raises(llblib_async.SolveError):
-        await build_tar(buildkitd.address, llb.scratch().rm("/not-there"), tmp_path)
+        await build_tar(buildkit_daemon.address, llb.scratch().rm("/not-there"), tmp_path)

@@ -3,7 +3,7 @@
 Everything the daemon fetches is served on loopback by the test itself: an
 ``http.server`` thread for http sources and for git (smart HTTP through
 ``git http-backend``: BuildKit fetches with ``--depth=1``, which dumb HTTP cannot
-serve), and the ``registry`` fixture with the ``busybox_image`` pushed by Go's
+serve), and the ``buildkit_registry`` fixture with the ``buildkit_busybox_image`` pushed by Go's
 ``buildctl``.  ``oci_layout`` is not here: solving it needs the session's
 content-store attachable, which the client does not serve yet.
 """
@@ -221,7 +221,9 @@ class _Repo:
 # --- http -----------------------------------------------------------------------------------------------
 
 
-async def test_http_source_checksum_filename_and_chmod(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_http_source_checksum_filename_and_chmod(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
     tool = b"#!/bin/sh\necho " + os.urandom(8).hex().encode() + b"\n"
     data = os.urandom(4096)
     files = {"/dl/tool-1.0": tool, "/data.bin": data}
@@ -239,7 +241,7 @@ async def test_http_source_checksum_filename_and_chmod(buildkitd: BuildkitDaemon
                 create_dest_path=True,
             ).copy(llb.http(f"{server.url}/data.bin"), "/", "/data/")
         )
-        out = await _export(buildkitd.address, state, tmp_path / "out")
+        out = await _export(buildkit_daemon.address, state, tmp_path / "out")
         assert ("GET", "/dl/tool-1.0") in server.requests
     tree = _tree(out)
     assert tree["bin/tool"] == ("file", 0o751, tool)
@@ -247,12 +249,12 @@ async def test_http_source_checksum_filename_and_chmod(buildkitd: BuildkitDaemon
     assert tree["data/data.bin"] == ("file", 0o600, data)
 
 
-async def test_http_source_checksum_mismatch_fails_the_build(buildkitd: BuildkitDaemon) -> None:
+async def test_http_source_checksum_mismatch_fails_the_build(buildkit_daemon: BuildkitDaemon) -> None:
     payload = os.urandom(64)
     wrong = "sha256:" + hashlib.sha256(payload + b"x").hexdigest()
     with serve({"/f": payload}) as server:
         state = llb.scratch().copy(llb.http(f"{server.url}/f", checksum=wrong), "/f", "/f")
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             with pytest.raises(llblib_async.SolveError) as info:
                 await client.solve(state)
     assert "digest mismatch" in str(info.value)
@@ -263,7 +265,7 @@ async def test_http_source_checksum_mismatch_fails_the_build(buildkitd: Buildkit
 
 
 async def test_git_refs_tags_commits_subdir_and_keep_git_dir(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     repo = _Repo(tmp_path / "repo")
     with serve(git_root=repo.root) as server:
@@ -282,7 +284,7 @@ async def test_git_refs_tags_commits_subdir_and_keep_git_dir(
             step = llb.copy(src, "/", f"/{name}/", create_dest_path=True)
             action = step if action is None else action.copy(src, "/", f"/{name}/", create_dest_path=True)
         assert action is not None
-        out = await _export(buildkitd.address, llb.scratch().file(action), tmp_path / "out")
+        out = await _export(buildkit_daemon.address, llb.scratch().file(action), tmp_path / "out")
         assert any(path.startswith("/git/repo.git/git-upload-pack") for _, path in server.requests)
 
     assert (out / "head" / "README").read_text() == "v2\n"
@@ -299,11 +301,11 @@ async def test_git_refs_tags_commits_subdir_and_keep_git_dir(
     assert _git(out / "kept", "rev-parse", "HEAD") == repo.feature
 
 
-async def test_git_checksum_mismatch_fails_the_build(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_git_checksum_mismatch_fails_the_build(buildkit_daemon: BuildkitDaemon, tmp_path: Path) -> None:
     repo = _Repo(tmp_path / "repo")
     with serve(git_root=repo.root) as server:
         state = llb.scratch().copy(llb.git(f"{server.url}/git/repo.git", "main", checksum=repo.v1), "/", "/")
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             with pytest.raises(llblib_async.SolveError) as info:
                 await client.solve(state)
     assert f"expected checksum to match {repo.v1}" in str(info.value)
@@ -313,66 +315,87 @@ async def test_git_checksum_mismatch_fails_the_build(buildkitd: BuildkitDaemon, 
 
 
 async def test_image_pulled_from_the_registry_by_tag_and_by_digest(
-    fresh_buildkitd: BuildkitDaemon, busybox_image: PushedImage, busybox_rootfs: Path, tmp_path: Path
+    buildkit_fresh_daemon: BuildkitDaemon,
+    buildkit_busybox_image: PushedImage,
+    buildkit_busybox_rootfs: Path,
+    tmp_path: Path,
 ) -> None:
     # A fresh daemon has nothing cached: the image really comes from the registry.
-    expected = (busybox_rootfs / "bin" / "busybox").read_bytes()
-    tag, digest = busybox_image.ref.rsplit(":", 1)[1], busybox_image.digest
+    expected = (buildkit_busybox_rootfs / "bin" / "busybox").read_bytes()
+    tag, digest = buildkit_busybox_image.ref.rsplit(":", 1)[1], buildkit_busybox_image.digest
     state = llb.scratch().file(
-        llb.copy(llb.image(busybox_image.ref), "/bin/busybox", "/by-tag/busybox", create_dest_path=True)
-        .copy(llb.image(busybox_image.pinned_ref), "/etc/passwd", "/by-digest/passwd", create_dest_path=True)
+        llb.copy(
+            llb.image(buildkit_busybox_image.ref), "/bin/busybox", "/by-tag/busybox", create_dest_path=True
+        )
         .copy(
-            llb.image(busybox_image.ref, digest=digest, resolve_mode="pull", layer_limit=1, checksum=digest),
+            llb.image(buildkit_busybox_image.pinned_ref),
+            "/etc/passwd",
+            "/by-digest/passwd",
+            create_dest_path=True,
+        )
+        .copy(
+            llb.image(
+                buildkit_busybox_image.ref, digest=digest, resolve_mode="pull", layer_limit=1, checksum=digest
+            ),
             "/bin/sh",
             "/pinned/sh",
             create_dest_path=True,
         )
     )
-    out = await _export(fresh_buildkitd.address, state, tmp_path / "out")
+    out = await _export(buildkit_fresh_daemon.address, state, tmp_path / "out")
     assert tag == "latest"
     assert (out / "by-tag" / "busybox").read_bytes() == expected
-    assert (out / "by-digest" / "passwd").read_text() == (busybox_rootfs / "etc" / "passwd").read_text()
+    assert (out / "by-digest" / "passwd").read_text() == (
+        buildkit_busybox_rootfs / "etc" / "passwd"
+    ).read_text()
     # the rootfs has bin/sh -> busybox; copy follows nothing, so the link itself is copied
     assert os.readlink(out / "pinned" / "sh") == "busybox"
 
 
-async def test_image_checksum_mismatch_fails(buildkitd: BuildkitDaemon, busybox_image: PushedImage) -> None:
+async def test_image_checksum_mismatch_fails(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage
+) -> None:
     wrong = "sha256:" + "0" * 64
-    state = llb.scratch().copy(llb.image(busybox_image.ref, checksum=wrong), "/etc/passwd", "/p")
-    async with llblib_async.connect(buildkitd.address) as client:
+    state = llb.scratch().copy(llb.image(buildkit_busybox_image.ref, checksum=wrong), "/etc/passwd", "/p")
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         with pytest.raises(llblib_async.SolveError) as info:
             await client.solve(state)
     assert "checksum" in str(info.value)
-    assert busybox_image.digest in str(info.value)
+    assert buildkit_busybox_image.digest in str(info.value)
 
 
 async def test_image_blob_fetches_the_config_blob(
-    buildkitd: BuildkitDaemon, busybox_image: PushedImage, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage, tmp_path: Path
 ) -> None:
     blob = llb.image_blob(
-        f"{busybox_image.repository}@{busybox_image.config_digest}", filename="config.json", chmod=0o644
+        f"{buildkit_busybox_image.repository}@{buildkit_busybox_image.config_digest}",
+        filename="config.json",
+        chmod=0o644,
     )
-    out = await _export(buildkitd.address, blob, tmp_path / "out")
+    out = await _export(buildkit_daemon.address, blob, tmp_path / "out")
     raw = (out / "config.json").read_bytes()
-    assert "sha256:" + hashlib.sha256(raw).hexdigest() == busybox_image.config_digest
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == buildkit_busybox_image.config_digest
     config = json.loads(raw)
     assert config["config"]["Cmd"] == ["/bin/sh"]
     assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o644
 
 
 async def test_lazy_state_pins_the_tag_to_the_registry_digest_at_marshal_time(
-    buildkitd: BuildkitDaemon, busybox_image: PushedImage, registry: Registry, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_image: PushedImage,
+    buildkit_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     calls: list[llb.LazyContext] = []
 
     async def pin(ctx: llb.LazyContext) -> llb.State:
         # Real I/O at marshal time: ask the registry which manifest the tag points at.
         calls.append(ctx)
-        name = busybox_image.repository.split("/", 1)[1]
+        name = buildkit_busybox_image.repository.split("/", 1)[1]
 
         def head() -> str:
             request = urllib.request.Request(
-                f"http://{registry.host}/v2/{name}/manifests/{busybox_image.tag}",
+                f"http://{buildkit_registry.host}/v2/{name}/manifests/{buildkit_busybox_image.tag}",
                 method="HEAD",
                 headers={
                     "Accept": ", ".join(
@@ -388,7 +411,9 @@ async def test_lazy_state_pins_the_tag_to_the_registry_digest_at_marshal_time(
             with urllib.request.urlopen(request, timeout=10) as response:
                 return str(response.headers["Docker-Content-Digest"])
 
-        return llb.image(busybox_image.ref, digest=await asyncio.to_thread(head), platform=ctx.platform)
+        return llb.image(
+            buildkit_busybox_image.ref, digest=await asyncio.to_thread(head), platform=ctx.platform
+        )
 
     pinned = llb.lazy(pin)
     state = llb.scratch().copy(pinned, "/etc/group", "/group")
@@ -397,8 +422,8 @@ async def test_lazy_state_pins_the_tag_to_the_registry_digest_at_marshal_time(
     definition = await llb.marshal_async(state)
     assert len(calls) == 1
     image_op = next(op for op in definition.ops if b"docker-image://" in op)
-    assert f"{busybox_image.ref}@{busybox_image.digest}".encode() in image_op
-    out = await _export(buildkitd.address, definition, tmp_path / "out")
+    assert f"{buildkit_busybox_image.ref}@{buildkit_busybox_image.digest}".encode() in image_op
+    out = await _export(buildkit_daemon.address, definition, tmp_path / "out")
     assert (out / "group").read_text().startswith("root:x:0:")
 
 
@@ -406,7 +431,7 @@ async def test_lazy_state_pins_the_tag_to_the_registry_digest_at_marshal_time(
 
 
 async def test_state_built_on_an_imported_definition_solves(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -418,7 +443,7 @@ async def test_state_built_on_an_imported_definition_solves(
     state = imported.mkfile("/app/extra", "added on top\n").copy(from_bytes, "/a", "/a")
     definition = llb.marshal(state)
     assert definition.locals == llb.marshal(base).locals
-    out = await _export(buildkitd.address, state, tmp_path / "out")
+    out = await _export(buildkit_daemon.address, state, tmp_path / "out")
     assert (out / "app" / "hello.txt").read_text() == "hello from the context\n"
     assert (out / "app" / "extra").read_text() == "added on top\n"
     assert (out / "a").read_text() == "A"
@@ -427,7 +452,7 @@ async def test_state_built_on_an_imported_definition_solves(
 # --- constraints ------------------------------------------------------------------------------------------
 
 
-async def test_constraints_reach_the_daemon(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_constraints_reach_the_daemon(buildkit_daemon: BuildkitDaemon, tmp_path: Path) -> None:
     # BuildKit v0.34 schedules everything on its default worker and does not evaluate worker
     # filters, but they are part of the op bytes: the daemon's vertex digest must include them.
     require = llb.Constraints(require=["labels.no-such-label==1"])
@@ -441,7 +466,7 @@ async def test_constraints_reach_the_daemon(buildkitd: BuildkitDaemon, tmp_path:
     with_filter = llb.digest(made_x)
     assert with_filter != llb.digest(llb.scratch().mkdir("/x", name="make x"))
     recorder = llblib_async.RecordingProgress()
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         await client.solve(state, exports=[llblib_async.LocalExport(tmp_path / "out")], progress=recorder)
     vertices = recorder.vertices
     assert vertices[with_filter].name == "make x"

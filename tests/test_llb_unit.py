@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import gc
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -552,9 +550,7 @@ def test_diamond_lattice_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
         left = st.mkfile(f"/l{i}", b"l")
         right = st.mkfile(f"/r{i}", b"r")
         st = left.copy(right, f"/r{i}", f"/r{i}")
-    started = time.perf_counter()
     definition = llb.marshal(st, platform=AMD64)
-    assert time.perf_counter() - started < 5
     assert len(definition.ops) == 1 + 3 * 60 + 1
     assert calls[0] == 3 * 60
 
@@ -564,28 +560,6 @@ def _chain(n: int) -> llb.State:
     for i in range(n):
         st = st.mkfile(f"/f{i}", b"x")
     return st
-
-
-def _best_marshal_seconds(n: int, rounds: int = 3) -> float:
-    best = float("inf")
-    for r in range(rounds):
-        st = _chain(n)  # fresh vertices: nothing memoised
-        gc.collect()
-        started = time.perf_counter()
-        llb.marshal(st, platform=llb.Platform("linux", "amd64", f"v{r}"))
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-def test_10k_op_chain_marshals_in_linear_time() -> None:
-    small, large = 2_500, 10_000
-    t_small = _best_marshal_seconds(small)
-    t_large = _best_marshal_seconds(large)
-    per_op_us = t_large / large * 1e6
-    print(f"\nmarshal: {per_op_us:.1f} µs/op at {large} ops ({t_small / small * 1e6:.1f} µs/op at {small})")
-    # Linear scaling would give a ratio of 4, quadratic 16; leave room for noisy CI machines.
-    assert t_large / t_small < 9
-    assert t_large < 10  # ~0.2 s on a laptop
 
 
 def test_deep_chain_has_no_recursion_limit() -> None:

@@ -50,12 +50,12 @@ def _copied(source: llb.State) -> llb.State:
 
 
 async def test_one_session_sends_an_unchanged_local_once_and_a_changed_one_again(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     ctx = _context(tmp_path)
     total = sum(p.stat().st_size for p in ctx.iterdir())
     solver = Solver()
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         for step in ("first", "again"):
             request = solver.build(_copied(solver.local(ctx)), exports=[LocalExport(tmp_path / step)])
             await asyncio.wait_for(session.do(request), SOLVE_TIMEOUT)
@@ -78,10 +78,12 @@ async def test_one_session_sends_an_unchanged_local_once_and_a_changed_one_again
         assert (tmp_path / "stale" / "version.txt").read_text() == "two"
 
 
-async def test_a_new_session_sends_only_the_changed_files(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_a_new_session_sends_only_the_changed_files(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
     ctx = _context(tmp_path)
     solver = Solver()
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
         async with solver.session(client) as session:
             await asyncio.wait_for(session.do(solver.build(_copied(solver.local(ctx)))), SOLVE_TIMEOUT)
             assert [u.requests for u in session.uploads] == [5]
@@ -102,7 +104,7 @@ def _tar_members(data: bytes) -> dict[str, tarfile.TarInfo]:
 
 
 async def test_files_are_owned_by_root_or_the_owner_asked_for(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     ctx = _context(tmp_path)
     os.chown(ctx / "f0.bin", 1234, 5678)
@@ -111,7 +113,7 @@ async def test_files_are_owned_by_root_or_the_owner_asked_for(
     solver = Solver()
     default = solver.local(ctx)
     mapped = solver.local(ctx, name="mapped-" + uuid.uuid4().hex[:8], owner=(1000, 1001))
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         for label, source in (("default", default), ("mapped", mapped)):
             out = tmp_path / f"{label}.tar"
             request = solver.build(_copied(source), exports=[TarExport(out)])
@@ -131,7 +133,7 @@ async def test_files_are_owned_by_root_or_the_owner_asked_for(
 
 
 async def test_links_and_patterns_never_serve_files_outside_the_directory(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     secret = b"outside-" + uuid.uuid4().hex.encode()
     outside = tmp_path / "outside"
@@ -149,7 +151,7 @@ async def test_links_and_patterns_never_serve_files_outside_the_directory(
         "follow": solver.local(ctx, name="follow", follow_paths=["dir-link/secret.txt", "file-link"]),
         "dotdot": solver.local(ctx, name="dotdot", include=["../outside/*", "dir-link/*"]),
     }
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         for label, source in sources.items():
             request = solver.build(_copied(source), exports=[TarExport(tmp_path / f"{label}.tar")])
             await asyncio.wait_for(session.do(request), SOLVE_TIMEOUT)
@@ -168,7 +170,7 @@ async def test_links_and_patterns_never_serve_files_outside_the_directory(
 
 @pytest.mark.parametrize("api", ["session", "client"])
 async def test_a_file_vanishing_mid_upload_fails_the_build_naming_it(
-    buildkitd: BuildkitDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: str
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     ctx = _context(tmp_path)
     victim = ctx / "f2.bin"
@@ -182,7 +184,7 @@ async def test_a_file_vanishing_mid_upload_fails_the_build_naming_it(
     monkeypatch.setattr(send_module, "walk", walk_then_delete)
     solver = Solver()
     state = _copied(solver.local(ctx))
-    async with llblib_async.connect(buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
 
         async def build() -> None:
             if api == "session":
@@ -199,11 +201,13 @@ async def test_a_file_vanishing_mid_upload_fails_the_build_naming_it(
     assert not victim.exists()
 
 
-async def test_a_single_file_local_holds_only_that_file(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_a_single_file_local_holds_only_that_file(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
     ctx = _context(tmp_path)
     solver = Solver()
     source = solver.local(ctx / "version.txt")
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         request = solver.build(_copied(source), exports=[LocalExport(tmp_path / "out")])
         await asyncio.wait_for(session.do(request), SOLVE_TIMEOUT)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["version.txt"]

@@ -2,7 +2,7 @@
 
 Offline: the pure-Python Ed25519 against the RFC 8032 section 7.1 vectors and OpenSSL, the
 token authority key derivation, and the session ``Auth`` service played by a stub.  Live:
-pushes to the ``token_registry`` fixture (distribution with ``auth: token`` and a token
+pushes to the ``buildkit_token_registry`` fixture (distribution with ``auth: token`` and a token
 server in this process that records which process asked for each token) through a real
 buildkitd, showing that with :class:`~llblib_async.DockerAuthProvider` *this*
 process fetches the token and the daemon never asks for the password, that
@@ -40,8 +40,8 @@ from llblib_async.attachables.auth import NO_CLIENT_TOKEN_ENV, DockerAuthProvide
 from llblib_async.errors import TokenFetchError
 from llblib_async.exporters import ImageExport
 from llblib_async.testing import BuildkitDaemon
-from llblib_async.testing.attachable import serve_attachable
-from llblib_async.testing.registry import Registry
+from llblib_async.testing.attachable_server import serve_attachable
+from llblib_async.testing.docker_registry import Registry
 from llblib_async.testing.token_server import TokenServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -221,13 +221,13 @@ async def test_token_authority_keys_follow_go(tmp_path: Path, monkeypatch: pytes
 
 
 async def test_fetch_token_from_the_realm(
-    token_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    buildkit_token_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FetchToken as the daemon asks it: OAuth POST, GET fallback, anonymous GET, bad password."""
-    server = _token_server(token_registry)
-    assert token_registry.auth is not None
-    user, password = token_registry.auth
-    host = token_registry.host
+    server = _token_server(buildkit_token_registry)
+    assert buildkit_token_registry.auth is not None
+    user, password = buildkit_token_registry.auth
+    host = buildkit_token_registry.host
     repo = f"fetch/{uuid.uuid4().hex}"
     scopes = [f"repository:{repo}:pull,push"]
     good = DockerAuthProvider(tmp_path / "none.json", credentials={host: (user, password)})
@@ -366,17 +366,20 @@ async def _push(
 
 
 async def test_push_fetches_the_token_client_side(
-    buildkitd: BuildkitDaemon, token_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_token_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(NO_CLIENT_TOKEN_ENV, raising=False)
-    assert token_registry.auth is not None
-    user, password = token_registry.auth
-    host = token_registry.host
+    assert buildkit_token_registry.auth is not None
+    user, password = buildkit_token_registry.auth
+    host = buildkit_token_registry.host
     provider = DockerAuthProvider(_docker_config(tmp_path / "docker", host, user, password))
     repo = f"token/client-{uuid.uuid4().hex[:12]}"
-    response = await _push(buildkitd, f"{host}/{repo}:v1", provider, repo)
+    response = await _push(buildkit_daemon, f"{host}/{repo}:v1", provider, repo)
 
-    digest, manifest = await _pushed_manifest(token_registry, repo, "v1")
+    digest, manifest = await _pushed_manifest(buildkit_token_registry, repo, "v1")
     assert response["containerimage.digest"] == digest
     assert len(manifest["layers"]) == 1
     # the daemon got a token authority and asked us for tokens, never for the password
@@ -384,7 +387,7 @@ async def test_push_fetches_the_token_client_side(
     assert provider.calls["FetchToken", host] >= 1
     assert provider.calls["Credentials", host] == 0
     # every token for this push was fetched with the credentials by this very process
-    requests = _token_server(token_registry).requests_for(repo)
+    requests = _token_server(buildkit_token_registry).requests_for(repo)
     assert requests, "no token request for the pushed repository"
     assert all(r.peer_pid == os.getpid() for r in requests), requests
     assert all(r.user == user and r.authenticated and r.status == 200 for r in requests), requests
@@ -393,44 +396,50 @@ async def test_push_fetches_the_token_client_side(
 
 
 async def test_no_client_token_lets_the_daemon_fetch_tokens(
-    buildkitd: BuildkitDaemon, token_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_token_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(NO_CLIENT_TOKEN_ENV, "1")
-    assert token_registry.auth is not None
-    user, password = token_registry.auth
-    host = token_registry.host
+    assert buildkit_token_registry.auth is not None
+    user, password = buildkit_token_registry.auth
+    host = buildkit_token_registry.host
     provider = DockerAuthProvider(_docker_config(tmp_path / "docker", host, user, password))
     repo = f"token/daemon-{uuid.uuid4().hex[:12]}"
-    response = await _push(buildkitd, f"{host}/{repo}:v1", provider, repo)
+    response = await _push(buildkit_daemon, f"{host}/{repo}:v1", provider, repo)
 
-    digest, _ = await _pushed_manifest(token_registry, repo, "v1")
+    digest, _ = await _pushed_manifest(buildkit_token_registry, repo, "v1")
     assert response["containerimage.digest"] == digest
     assert provider.calls["GetTokenAuthority", host] >= 1  # answered UNAVAILABLE
     assert provider.calls["Credentials", host] >= 1
     assert provider.calls["FetchToken", host] == 0
-    requests = _token_server(token_registry).requests_for(repo)
+    requests = _token_server(buildkit_token_registry).requests_for(repo)
     assert requests, "no token request for the pushed repository"
-    assert all(r.peer_pid == buildkitd.pid for r in requests), requests
+    assert all(r.peer_pid == buildkit_daemon.pid for r in requests), requests
     assert any(r.user == user and r.authenticated and r.status == 200 for r in requests), requests
 
 
 async def test_wrong_password_fails_the_push_naming_the_registry(
-    buildkitd: BuildkitDaemon, token_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_token_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(NO_CLIENT_TOKEN_ENV, raising=False)
-    assert token_registry.auth is not None
-    user, _ = token_registry.auth
-    host = token_registry.host
+    assert buildkit_token_registry.auth is not None
+    user, _ = buildkit_token_registry.auth
+    host = buildkit_token_registry.host
     provider = DockerAuthProvider(_docker_config(tmp_path / "docker", host, user, "wrong-password"))
     repo = f"token/denied-{uuid.uuid4().hex[:12]}"
     with pytest.raises(llblib_async.SolveError) as err:
-        await _push(buildkitd, f"{host}/{repo}:v1", provider, repo)
+        await _push(buildkit_daemon, f"{host}/{repo}:v1", provider, repo)
     message = str(err.value)
     assert f"failed to fetch token for {host}" in message, message
     assert "401" in message, message
     assert provider.calls["FetchToken", host] >= 1
     assert provider.calls["Credentials", host] == 0
-    requests = _token_server(token_registry).requests_for(repo)
+    requests = _token_server(buildkit_token_registry).requests_for(repo)
     assert requests
     assert all(r.peer_pid == os.getpid() and r.status == 401 and not r.authenticated for r in requests), (
         requests

@@ -27,7 +27,7 @@ from llblib_async._pb.moby.buildkit.secrets import v1 as secrets_pb
 from llblib_async.attachables import MAX_SECRET_SIZE, Secret, Secrets
 from llblib_async.errors import SecretError
 from llblib_async.testing import BuildkitDaemon
-from llblib_async.testing.attachable import serve_attachable
+from llblib_async.testing.attachable_server import serve_attachable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -152,7 +152,10 @@ async def test_get_secret_rpc_serves_values_and_not_found(
 
 
 async def test_secret_files_and_env_reach_the_command(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_rootfs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LLBLIB_TEST_SECRET", ENV_VALUE)
     (tmp_path / "f").write_text(FILE_VALUE)
@@ -163,7 +166,7 @@ async def test_secret_files_and_env_reach_the_command(
             "file": Secret.from_file(tmp_path / "f"),
         }
     )
-    es = _rootfs(busybox_rootfs).run(
+    es = _rootfs(buildkit_busybox_rootfs).run(
         "mkdir /out; cat /run/secrets/bytes > /out/bytes; cat /run/s/file > /out/file;"
         ' echo "$FROM_ENV" > /out/env; stat -c "%u:%g %a" /run/s/file > /out/stat;'
         " ls /run/secrets > /out/ls",
@@ -182,7 +185,7 @@ async def test_secret_files_and_env_reach_the_command(
         assert value.encode() not in definition.to_bytes()
     out = tmp_path / "out"
     with anyio.fail_after(120):
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             await client.solve(
                 llb.scratch().copy(es.root, "/out", "/", contents_only=True),
                 exports=[llblib_async.LocalExport(out)],
@@ -197,19 +200,22 @@ async def test_secret_files_and_env_reach_the_command(
 
 
 async def test_failing_build_and_unknown_id_do_not_leak_values(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_rootfs: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secrets = Secrets({"token": Secret.from_bytes(VALUE)})
     progress = llblib_async.RecordingProgress()
-    failing = _rootfs(busybox_rootfs).run(
+    failing = _rootfs(buildkit_busybox_rootfs).run(
         "wc -c < /run/secrets/token; grep -q . /run/secrets/token && echo used-the-token; exit 3",
         shell=True,
         mounts=[llb.secret_mount("/run/secrets/token", id="token")],
         ignore_cache=True,
     )
     with anyio.fail_after(120):
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             with pytest.raises(llblib_async.SolveError) as err:
                 await client.solve(failing.root, attachables=[secrets], progress=progress)
     assert err.value.exit_code == 3
@@ -221,11 +227,11 @@ async def test_failing_build_and_unknown_id_do_not_leak_values(
     for text in texts:
         assert VALUE not in text  # ...and nothing we produce shows it
 
-    unknown = _rootfs(busybox_rootfs).run(
+    unknown = _rootfs(buildkit_busybox_rootfs).run(
         "cat /run/secrets/nope", shell=True, mounts=[llb.secret_mount("/run/secrets/nope", id="nope")]
     )
     with anyio.fail_after(120):
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             with pytest.raises(llblib_async.SolveError, match="secret nope: not found") as err:
                 await client.solve(unknown.root, attachables=[secrets])
     assert VALUE not in str(err.value)
@@ -233,8 +239,8 @@ async def test_failing_build_and_unknown_id_do_not_leak_values(
 
 
 async def test_too_big_file_and_missing_env_fail_the_build_clearly(
-    buildkitd: BuildkitDaemon,
-    busybox_rootfs: Path,
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_rootfs: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -244,10 +250,10 @@ async def test_too_big_file_and_missing_env_fail_the_build_clearly(
     big = tmp_path / "big"
     big.write_text(FILE_VALUE * (MAX_SECRET_SIZE // len(FILE_VALUE) + 2))
     secrets = Secrets({"big": Secret.from_file(big), "gone": Secret.from_env("LLBLIB_TEST_MISSING")})
-    base = _rootfs(busybox_rootfs)
+    base = _rootfs(buildkit_busybox_rootfs)
     too_big = base.run("true", mounts=[llb.secret_mount("/run/secrets/big", id="big")], ignore_cache=True)
     with anyio.fail_after(120):
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             with pytest.raises(llblib_async.SolveError, match="more than BuildKit's limit") as err:
                 await client.solve(too_big.root, attachables=[secrets])
             assert str(big) in str(err.value)

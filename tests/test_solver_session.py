@@ -7,6 +7,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ def _processes_with(marker: str) -> list[int]:
     return pids
 
 
+async def _until(condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition`` until it holds: the host's process table has no event to wait on."""
+    try:
+        async with asyncio.timeout(60):  # a guard against a hang, not a speed limit
+            while True:
+                if condition():
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pytest.fail(f"still not the case after 60 s: {what}")
+
+
 class _SleepStarted:
     """A progress sink noting which requests' ``sleep`` step has started in the daemon."""
 
@@ -74,7 +87,7 @@ class _SleepStarted:
 
 
 async def test_sixteen_parallel_requests_with_their_own_locals_and_exports(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     before = _tasks()
     solver = Solver()
@@ -92,7 +105,7 @@ async def test_sixteen_parallel_requests_with_their_own_locals_and_exports(
         )
         requests.append((solver.build(state, label=f"req{i}", exports=[export]), out, content))
     async with (
-        llblib_async.connect(buildkitd.address) as client,
+        llblib_async.connect(buildkit_daemon.address) as client,
         solver.session(client, progress=sink) as session,
     ):
         results = await asyncio.wait_for(asyncio.gather(*(session.do(r) for r, _, _ in requests)), 120)
@@ -112,7 +125,7 @@ async def test_sixteen_parallel_requests_with_their_own_locals_and_exports(
 
 
 async def test_result_handler_reads_the_result_before_export(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     ctx = _ctx(tmp_path, "ctx", f"hello {time.time_ns()}\n")
     seen: dict[str, object] = {}
@@ -131,7 +144,7 @@ async def test_result_handler_reads_the_result_before_export(
         exports=[llblib_async.LocalExport(tmp_path / "out")],
         on_result=handler,
     )
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         await asyncio.wait_for(session.do(req), 60)
     content = (ctx / "data.txt").read_bytes()
     assert seen == {
@@ -144,11 +157,13 @@ async def test_result_handler_reads_the_result_before_export(
     assert (tmp_path / "out" / "in" / "data.txt").read_bytes() == content
 
 
-async def test_request_made_after_open_with_a_new_local(buildkitd: BuildkitDaemon, tmp_path: Path) -> None:
+async def test_request_made_after_open_with_a_new_local(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
     first = _ctx(tmp_path, "first", f"one {time.time_ns()}")
     solver = Solver()
     solver.add_local("first", first)
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         r1 = solver.build(
             llb.scratch().copy(llb.local(first, name="first"), "/", "/"),
             exports=[llblib_async.LocalExport(tmp_path / "o1")],
@@ -174,11 +189,12 @@ async def test_request_made_after_open_with_a_new_local(buildkitd: BuildkitDaemo
 
 
 async def test_a_failing_request_does_not_break_the_others(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     solver = Solver()
     bad = solver.build(
-        _rootfs(busybox_rootfs).run(f"echo failing-{time.time_ns()}; exit 3", shell=True), label="bad"
+        _rootfs(buildkit_busybox_rootfs).run(f"echo failing-{time.time_ns()}; exit 3", shell=True),
+        label="bad",
     )
     missing = solver.build(llb.scratch().copy(llb.scratch(), "/no/such/file", "/x"), label="missing")
 
@@ -190,7 +206,7 @@ async def test_a_failing_request_does_not_break_the_others(
         llb.scratch().file(llb.mkfile("/ok", str(time.time_ns()).encode())),
         exports=[llblib_async.LocalExport(tmp_path / "good")],
     )
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         outcome = await asyncio.wait_for(
             asyncio.gather(
                 session.do(bad),
@@ -217,61 +233,54 @@ async def test_a_failing_request_does_not_break_the_others(
 
 
 async def test_cancelling_one_request_cancels_its_build_only(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     before = _tasks()
     solver = Solver()
     watch = _SleepStarted(1)
     marker = f"cancel-me-{time.time_ns()}"
-    slow = solver.build(_rootfs(busybox_rootfs).run(f"sleep 30; echo {marker}", shell=True), label="slow")
+    slow = solver.build(
+        _rootfs(buildkit_busybox_rootfs).run(f"sleep 3600; echo {marker}", shell=True), label="slow"
+    )
     quick = solver.build(
         llb.scratch().file(llb.mkfile("/q", str(time.time_ns()).encode())),
         exports=[llblib_async.LocalExport(tmp_path / "q")],
     )
     async with (
-        llblib_async.connect(buildkitd.address) as client,
+        llblib_async.connect(buildkit_daemon.address) as client,
         solver.session(client, progress=watch) as session,
     ):
         slow_task = asyncio.create_task(session.do(slow))
         await asyncio.wait_for(watch.all_started.wait(), 60)
-        for _ in range(100):  # the vertex starts a little before its process does
-            if _processes_with(marker):
-                break
-            await asyncio.sleep(0.1)
-        assert _processes_with(marker), "the exec should be running in the daemon"
+        # The vertex starts a little before its process does.
+        await _until(lambda: _processes_with(marker), "the exec should be running in the daemon")
         quick_task = asyncio.create_task(session.do(quick))
-        t0 = time.monotonic()
         slow_task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await slow_task
-        assert time.monotonic() - t0 < 10
+            async with asyncio.timeout(60):  # the exec sleeps for an hour: cancelling must not wait for it
+                await slow_task
         await asyncio.wait_for(quick_task, 60)
         # The daemon cancelled the build: its container process goes away.
-        for _ in range(100):
-            if not _processes_with(marker):
-                break
-            await asyncio.sleep(0.1)
-        assert not _processes_with(marker)
+        await _until(lambda: not _processes_with(marker), "the cancelled exec should be gone")
         assert not session._running
     assert (tmp_path / "q" / "q").exists()
     assert _tasks() <= before
 
 
 async def test_leaving_the_block_cancels_pending_requests(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
     before = _tasks()
     solver = Solver()
     slow = solver.build(
-        _rootfs(busybox_rootfs).run(f"sleep 30; echo {time.time_ns()}", shell=True), label="s"
+        _rootfs(buildkit_busybox_rootfs).run(f"sleep 3600; echo {time.time_ns()}", shell=True), label="s"
     )
     watch = _SleepStarted(1)
-    async with llblib_async.connect(buildkitd.address) as client:
-        async with solver.session(client, progress=watch) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        # The exec sleeps for an hour: leaving the block must not wait for it (120 s: a hang guard).
+        async with asyncio.timeout(120), solver.session(client, progress=watch) as session:
             task = asyncio.create_task(session.do(slow))
             await asyncio.wait_for(watch.all_started.wait(), 60)
-            t0 = time.monotonic()
-        assert time.monotonic() - t0 < 10
         with pytest.raises(SessionClosedError):
             await asyncio.wait_for(task, 10)
         with pytest.raises(SessionClosedError):
@@ -280,27 +289,26 @@ async def test_leaving_the_block_cancels_pending_requests(
 
 
 async def test_daemon_killed_fails_every_pending_request(
-    fresh_buildkitd: BuildkitDaemon, busybox_rootfs: Path
+    buildkit_fresh_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
     before = _tasks()
     solver = Solver()
     requests = [
         solver.build(
-            _rootfs(busybox_rootfs).run(f"sleep 30; echo {i} {time.time_ns()}", shell=True), label=f"r{i}"
+            _rootfs(buildkit_busybox_rootfs).run(f"sleep 30; echo {i} {time.time_ns()}", shell=True),
+            label=f"r{i}",
         )
         for i in range(3)
     ]
     watch = _SleepStarted(3)
     close_error: BaseException | None = None
-    async with llblib_async.connect(fresh_buildkitd.address) as client:
+    async with llblib_async.connect(buildkit_fresh_daemon.address) as client:
         try:
             async with solver.session(client, progress=watch) as session:
                 tasks = [asyncio.create_task(session.do(r)) for r in requests]
                 await asyncio.wait_for(watch.all_started.wait(), 60)
-                t0 = time.monotonic()
-                fresh_buildkitd.kill()
-                outcome = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
-                assert time.monotonic() - t0 < 15
+                buildkit_fresh_daemon.kill()
+                outcome = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
         except llblib_async.BuildKitError as e:
             close_error = e
     for o in outcome:
@@ -366,13 +374,13 @@ class _OneSecret:
 
 
 async def test_solver_attachables_are_served_in_the_session(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
     token = f"tok-{time.time_ns()}".encode()
     secrets = _OneSecret("tok", token)
     solver = Solver()
     solver.add_attachable(secrets)
-    state = _rootfs(busybox_rootfs).run(
+    state = _rootfs(buildkit_busybox_rootfs).run(
         "cat /run/secrets/tok > /seen", shell=True, mounts=[llb.secret_mount("/run/secrets/tok", id="tok")]
     )
     seen: list[bytes] = []
@@ -380,14 +388,14 @@ async def test_solver_attachables_are_served_in_the_session(
     async def read(result: Result) -> None:
         seen.append(await result.read_file("/seen"))
 
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         await asyncio.wait_for(session.do(solver.build(state, on_result=read)), 60)
     assert seen == [token]
     assert secrets.calls >= 1
 
 
 async def test_bad_locals_fail_the_request_before_anything_is_sent(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     solver = Solver()
     a = _ctx(tmp_path, "a", "a")
@@ -398,7 +406,7 @@ async def test_bad_locals_fail_the_request_before_anything_is_sent(
         llb.scratch().copy(llb.local(a, name="ctx"), "/", "/"),
         exports=[llblib_async.LocalExport(tmp_path / "o")],
     )
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         with pytest.raises(llblib_async.LocalDirError):
             await asyncio.wait_for(session.do(missing), 10)
         await asyncio.wait_for(session.do(ok), 60)
@@ -408,7 +416,7 @@ async def test_bad_locals_fail_the_request_before_anything_is_sent(
 
 
 async def test_oci_layout_exports_of_concurrent_requests_go_to_their_own_dirs(
-    buildkitd: BuildkitDaemon, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
     """``OCILayoutExport`` on ``Session.do``: the daemon writes through the session's one
     ``export`` content store, so concurrent requests take turns; each layout directory
@@ -424,7 +432,7 @@ async def test_oci_layout_exports_of_concurrent_requests_go_to_their_own_dirs(
         )
         export = llblib_async.OCILayoutExport(tmp_path / f"l{i}", name=f"x/n:{i}")
         requests.append(solver.build(state, exports=[export]))
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         results = await asyncio.wait_for(asyncio.gather(*(session.do(r) for r in requests)), 120)
     for i, result in enumerate(results):
         layout = tmp_path / f"l{i}"
@@ -438,10 +446,10 @@ async def test_oci_layout_exports_of_concurrent_requests_go_to_their_own_dirs(
         assert config["config"]["Labels"] == {"n": str(i)}
 
 
-async def test_the_state_image_config_is_in_the_exporter_response(buildkitd: BuildkitDaemon) -> None:
+async def test_the_state_image_config_is_in_the_exporter_response(buildkit_daemon: BuildkitDaemon) -> None:
     solver = Solver()
     state = llb.scratch().mkfile("/f", "x").apply(co.add_default_env("GREETING", "hi"), co.cmd("/f"))
-    async with llblib_async.connect(buildkitd.address) as client, solver.session(client) as session:
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         with_config = await asyncio.wait_for(session.do(solver.build(state)), 60)
         without = await asyncio.wait_for(session.do(solver.build(llb.scratch().mkfile("/f", "x"))), 60)
     config = json.loads(with_config.exporter_response[llblib_async.RESPONSE_IMAGE_CONFIG_KEY])

@@ -4,7 +4,7 @@ BuildKit exposes each ``llb.ssh_mount`` as a unix socket in the container; every
 connection to it is one ``ForwardAgent`` stream, which the attachable splices to a new
 connection to the target. Busybox has no unix-socket client, so the live tests copy a
 tiny static Go client (``sockcat``, built once per session with the Go toolchain the
-buildkitd fixture needs anyway) into the busybox rootfs:
+buildkit_daemon fixture needs anyway) into the busybox rootfs:
 
 * ``sockcat cat SOCK``: stdin -> socket, then half-close; socket -> stdout until EOF
   (both directions at once);
@@ -364,7 +364,7 @@ async def test_splice_half_closes_both_ways(tmp_path: Path) -> None:
 
 
 async def test_unix_and_tcp_echo_round_trip(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, sockcat_dir: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, sockcat_dir: Path, tmp_path: Path
 ) -> None:
     payload_dir = tmp_path / "payload"
     payload_dir.mkdir()
@@ -375,7 +375,7 @@ async def test_unix_and_tcp_echo_round_trip(
         _echo_server("tcp", tmp_path) as (tcp_url, tcp_counts),
     ):
         service = SocketForwards({"unix-echo": unix_url, "tcp-echo": tcp_url})
-        st = _rootfs(busybox_rootfs, sockcat_dir).run(
+        st = _rootfs(buildkit_busybox_rootfs, sockcat_dir).run(
             "set -e; mkdir /out;"
             " sockcat cat /run/unix.sock < /in/data > /out/unix &"
             " sockcat cat /run/tcp.sock < /in/data > /out/tcp &"
@@ -392,7 +392,7 @@ async def test_unix_and_tcp_echo_round_trip(
             ignore_cache=True,
         )
         out = tmp_path / "out"
-        await _export(buildkitd, st.root, out, service)
+        await _export(buildkit_daemon, st.root, out, service)
     assert hashlib.sha256((out / "unix").read_bytes()).digest() == hashlib.sha256(payload).digest()
     assert hashlib.sha256((out / "tcp").read_bytes()).digest() == hashlib.sha256(payload).digest()
     assert (out / "small").read_bytes() == b"hi"
@@ -405,12 +405,12 @@ async def test_unix_and_tcp_echo_round_trip(
 
 
 async def test_undeclared_forward_ids_fail_clearly(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, sockcat_dir: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, sockcat_dir: Path, tmp_path: Path
 ) -> None:
-    base = _rootfs(busybox_rootfs, sockcat_dir)
+    base = _rootfs(buildkit_busybox_rootfs, sockcat_dir)
     service = SocketForwards({"declared": tmp_path / "x.sock"})
     with anyio.fail_after(120):
-        async with llblib_async.connect(buildkitd.address) as client:
+        async with llblib_async.connect(buildkit_daemon.address) as client:
             undeclared = base.run(
                 "true", mounts=[llb.ssh_mount("/run/x.sock", id="other")], ignore_cache=True
             )
@@ -461,8 +461,8 @@ def ssh_agent(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 async def test_ssh_agent_is_forwarded(
-    buildkitd: BuildkitDaemon,
-    busybox_rootfs: Path,
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_rootfs: Path,
     sockcat_dir: Path,
     tmp_path: Path,
     ssh_agent: tuple[str, Path],
@@ -473,7 +473,7 @@ async def test_ssh_agent_is_forwarded(
     async with _echo_server("unix", tmp_path) as (echo_url, _):
         service = SSHAgent() | SocketForwards({"echo": echo_url})
         # SSH_AGENTC_REQUEST_IDENTITIES (11); the mount without dest is exported as $SSH_AUTH_SOCK.
-        st = _rootfs(busybox_rootfs, sockcat_dir).run(
+        st = _rootfs(buildkit_busybox_rootfs, sockcat_dir).run(
             "set -e; mkdir /out;"
             " printf '\\000\\000\\000\\001\\013' | sockcat agent \"$SSH_AUTH_SOCK\" > /out/answer;"
             ' echo "$SSH_AUTH_SOCK" > /out/env; echo -n ok | sockcat cat /run/echo.sock > /out/echo',
@@ -482,7 +482,7 @@ async def test_ssh_agent_is_forwarded(
             ignore_cache=True,
         )
         out = tmp_path / "out"
-        await _export(buildkitd, st.root, out, service)
+        await _export(buildkit_daemon, st.root, out, service)
     answer = (out / "answer").read_bytes()
     (length,) = struct.unpack(">I", answer[:4])
     body = answer[4:]
@@ -502,18 +502,18 @@ async def test_ssh_agent_is_forwarded(
 
 
 async def test_unreachable_target_closes_the_container_connection(
-    buildkitd: BuildkitDaemon, busybox_rootfs: Path, sockcat_dir: Path, tmp_path: Path
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, sockcat_dir: Path, tmp_path: Path
 ) -> None:
     """A declared target nobody listens on: the container's connection ends, nothing hangs."""
     service = SocketForwards({"gone": tmp_path / "nobody-listens.sock"})
-    st = _rootfs(busybox_rootfs, sockcat_dir).run(
+    st = _rootfs(buildkit_busybox_rootfs, sockcat_dir).run(
         "mkdir /out; echo -n data | sockcat cat /run/gone.sock > /out/got; echo $? > /out/rc",
         shell=True,
         mounts=[llb.ssh_mount("/run/gone.sock", id="gone")],
         ignore_cache=True,
     )
     out = tmp_path / "out"
-    await _export(buildkitd, st.root, out, service)
+    await _export(buildkit_daemon, st.root, out, service)
     assert (out / "got").read_bytes() == b""
     assert (out / "rc").read_text() in ("0\n", "1\n")  # EOF or reset, depending on timing
     assert service.connections == {"gone": 1}

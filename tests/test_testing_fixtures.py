@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -22,12 +23,13 @@ import grpclib.client
 import pytest
 
 from llblib_async._pb.moby.buildkit import v1 as control
-from llblib_async.errors import DaemonUnreachableError, PrerequisiteError
+from llblib_async.errors import DaemonUnreachableError
 from llblib_async.testing import (
     BUILDKIT_VERSION,
     BuildkitBinaries,
     BuildkitDaemon,
     DockerDaemon,
+    PrerequisiteError,
     Registry,
     _proc,
     binaries,
@@ -239,19 +241,19 @@ def test_real_binaries_report_the_pinned_version(buildkit_binaries: BuildkitBina
 # buildkitd
 
 
-async def test_buildkitd_answers_list_workers_with_the_oci_worker(buildkitd: BuildkitDaemon) -> None:
-    response = await list_workers(grpclib.client.Channel(path=str(buildkitd.socket_path)))
+async def test_buildkitd_answers_list_workers_with_the_oci_worker(buildkit_daemon: BuildkitDaemon) -> None:
+    response = await list_workers(grpclib.client.Channel(path=str(buildkit_daemon.socket_path)))
     [worker] = response.record
     assert worker.labels["org.mobyproject.buildkit.worker.executor"] == "oci"
     assert worker.labels["org.mobyproject.buildkit.worker.network"] == "host"
-    assert worker.id == buildkitd.worker_id
-    assert buildkitd.address == f"unix://{buildkitd.socket_path}"
-    assert buildkitd.socket_path.is_relative_to(buildkitd.workdir)
+    assert worker.id == buildkit_daemon.worker_id
+    assert buildkit_daemon.address == f"unix://{buildkit_daemon.socket_path}"
+    assert buildkit_daemon.socket_path.is_relative_to(buildkit_daemon.workdir)
 
 
-def test_buildkitd_uses_overlayfs_exactly_when_overlay_mounts_work(buildkitd: BuildkitDaemon) -> None:
-    expected = "overlayfs" if overlay_mounts_in(buildkitd.workdir.parent) else "native"
-    assert buildkitd.snapshotter == expected
+def test_buildkitd_uses_overlayfs_exactly_when_overlay_mounts_work(buildkit_daemon: BuildkitDaemon) -> None:
+    expected = "overlayfs" if overlay_mounts_in(buildkit_daemon.workdir.parent) else "native"
+    assert buildkit_daemon.snapshotter == expected
 
 
 def test_buildkit_address_is_the_session_daemon_unless_one_is_given(request: pytest.FixtureRequest) -> None:
@@ -260,14 +262,14 @@ def test_buildkit_address_is_the_session_daemon_unless_one_is_given(request: pyt
     if external:
         assert address == external
     else:
-        assert address == request.getfixturevalue("buildkitd").address
+        assert address == request.getfixturevalue("buildkit_daemon").address
 
 
 def test_stop_after_kill_mid_exec_removes_containers_mounts_and_dir(
-    buildkit_binaries: BuildkitBinaries, busybox_rootfs: Path, tmp_path: Path
+    buildkit_binaries: BuildkitBinaries, buildkit_busybox_rootfs: Path, tmp_path: Path
 ) -> None:
     ctx = rootfs_context(
-        busybox_rootfs,
+        buildkit_busybox_rootfs,
         tmp_path / "ctx",
         "FROM scratch\nCOPY rootfs/ /\nRUN echo container-$((6 * 7)) && exec sleep 300\n",
     )
@@ -284,6 +286,7 @@ def test_stop_after_kill_mid_exec_removes_containers_mounts_and_dir(
         container_pid = int(str(container["pid"]))
         daemon.kill()
         assert not daemon.is_running()
+        assert daemon.returncode() == -signal.SIGKILL
         # What a crashed buildkitd leaves: the build container still runs, its rootfs mounted.
         assert process_alive(container_pid)
         assert mounts_under(daemon.workdir)
@@ -322,9 +325,8 @@ async def test_two_daemons_side_by_side_one_with_an_extra_tcp_listener(
             assert [w.id for w in other.record] == [first.worker_id] != [second.worker_id]
             assert second.address == f"unix://{second.socket_path}"
         finally:
-            started = time.monotonic()
             await asyncio.to_thread(second.stop)
-            assert time.monotonic() - started < 5, "a clean SIGTERM stop is quick"
+            assert second.returncode() not in (None, -signal.SIGKILL), "a clean SIGTERM stop"
     finally:
         await asyncio.to_thread(first.stop)
     assert not first.workdir.exists()
@@ -363,19 +365,19 @@ def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, dict[s
         conn.close()
 
 
-def test_registry_answers_v2(registry: Registry) -> None:
-    status, headers = http_get(f"http://{registry.host}/v2/")
+def test_registry_answers_v2(buildkit_registry: Registry) -> None:
+    status, headers = http_get(f"http://{buildkit_registry.host}/v2/")
     assert status == 200
     assert headers["Docker-Distribution-Api-Version"] == "registry/2.0"
-    assert registry.host.startswith("127.0.0.1:")
+    assert buildkit_registry.host.startswith("127.0.0.1:")
 
 
-def test_auth_registry_requires_the_right_password(auth_registry: Registry) -> None:
-    assert auth_registry.auth is not None
-    user, password = auth_registry.auth
-    assert http_get(f"{auth_registry.url}/v2/")[0] == 401
-    assert http_get(f"{auth_registry.url}/v2/", (user, password + "x"))[0] == 401
-    assert http_get(f"{auth_registry.url}/v2/", (user, password))[0] == 200
+def test_auth_registry_requires_the_right_password(buildkit_auth_registry: Registry) -> None:
+    assert buildkit_auth_registry.auth is not None
+    user, password = buildkit_auth_registry.auth
+    assert http_get(f"{buildkit_auth_registry.url}/v2/")[0] == 401
+    assert http_get(f"{buildkit_auth_registry.url}/v2/", (user, password + "x"))[0] == 401
+    assert http_get(f"{buildkit_auth_registry.url}/v2/", (user, password))[0] == 200
 
 
 def test_registry_stop_frees_the_port_and_storage() -> None:
@@ -391,11 +393,11 @@ def test_registry_stop_frees_the_port_and_storage() -> None:
 # busybox rootfs
 
 
-def test_busybox_rootfs_runs_sh_as_root(busybox_rootfs: Path) -> None:
-    assert (busybox_rootfs / "bin" / "sh").is_symlink()
-    assert (busybox_rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
+def test_busybox_rootfs_runs_sh_as_root(buildkit_busybox_rootfs: Path) -> None:
+    assert (buildkit_busybox_rootfs / "bin" / "sh").is_symlink()
+    assert (buildkit_busybox_rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
     out = subprocess.run(
-        ["chroot", str(busybox_rootfs), "/bin/sh", "-c", "id -un; id -gn nobody; echo $((6 * 7))"],
+        ["chroot", str(buildkit_busybox_rootfs), "/bin/sh", "-c", "id -un; id -gn nobody; echo $((6 * 7))"],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     assert out.stdout.split() == ["root", "nobody", "42"]
@@ -412,11 +414,11 @@ def docker(daemon: DockerDaemon, *args: str, timeout: float = 120) -> subprocess
     return subprocess.run([DOCKER_CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_dockerd_pings_with_buildkit_enabled(dockerd: DockerDaemon) -> None:
+def test_dockerd_pings_with_buildkit_enabled(buildkit_dockerd: DockerDaemon) -> None:
     raw = socket.socket(socket.AF_UNIX)
     raw.settimeout(10)
     with raw:
-        raw.connect(str(dockerd.socket_path))
+        raw.connect(str(buildkit_dockerd.socket_path))
         raw.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
         reply = b""
         while chunk := raw.recv(65536):
@@ -425,37 +427,41 @@ def test_dockerd_pings_with_buildkit_enabled(dockerd: DockerDaemon) -> None:
     assert head.startswith(b"HTTP/1.0 200")
     assert body == b"OK"
     assert b"\r\nBuilder-Version: 2\r\n" in head + b"\r\n"
-    assert dockerd.host == f"unix://{dockerd.socket_path}"
-    info = json.loads(docker(dockerd, "info", "--format", "{{json .}}").stdout)
-    assert info["DockerRootDir"] == str(dockerd.data_root)
+    assert buildkit_dockerd.host == f"unix://{buildkit_dockerd.socket_path}"
+    info = json.loads(docker(buildkit_dockerd, "info", "--format", "{{json .}}").stdout)
+    assert info["DockerRootDir"] == str(buildkit_dockerd.data_root)
 
 
 @pytest.fixture
-def docker_context(busybox_rootfs: Path, tmp_path: Path) -> Path:
+def docker_context(buildkit_busybox_rootfs: Path, tmp_path: Path) -> Path:
     return rootfs_context(
-        busybox_rootfs,
+        buildkit_busybox_rootfs,
         tmp_path / "ctx",
         "FROM scratch\nCOPY rootfs/ /\nRUN echo on-$(ls /sys/class/net | grep -v lo)-network > /net.txt\n",
     )
 
 
 def test_dockerd_embedded_buildkit_runs_a_step_on_the_private_bridge(
-    dockerd: DockerDaemon, docker_context: Path
+    buildkit_dockerd: DockerDaemon, docker_context: Path
 ) -> None:
     built = docker(
-        dockerd, "build", "--progress", "plain", "-t", "llblib-fixture:bridge", str(docker_context)
+        buildkit_dockerd, "build", "--progress", "plain", "-t", "llblib-fixture:bridge", str(docker_context)
     )
     assert built.returncode == 0, built.stderr
-    ran = docker(dockerd, "run", "--rm", "llblib-fixture:bridge", "cat", "/net.txt")
+    ran = docker(buildkit_dockerd, "run", "--rm", "llblib-fixture:bridge", "cat", "/net.txt")
     assert ran.stdout == "on-eth0-network\n", ran.stderr
-    assert dockerd.bridge is not None
-    assert Path(f"/sys/class/net/{dockerd.bridge}").exists()
+    assert buildkit_dockerd.bridge is not None
+    assert Path(f"/sys/class/net/{buildkit_dockerd.bridge}").exists()
 
 
-def test_dockerd_stop_after_kill_removes_containers_mounts_bridge_and_dir(busybox_rootfs: Path) -> None:
+def test_dockerd_stop_after_kill_removes_containers_mounts_bridge_and_dir(
+    buildkit_busybox_rootfs: Path,
+) -> None:
     daemon = DockerDaemon.start()
     try:
-        tar = subprocess.run(["tar", "-C", str(busybox_rootfs), "-c", "."], capture_output=True, check=True)
+        tar = subprocess.run(
+            ["tar", "-C", str(buildkit_busybox_rootfs), "-c", "."], capture_output=True, check=True
+        )
         env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG="/nonexistent")
         subprocess.run(
             [DOCKER_CLI, "import", "-", "bb:1"], input=tar.stdout, env=env, check=True, capture_output=True
@@ -519,10 +525,14 @@ def test_leftovers_of_a_dead_test_run_are_reaped_and_live_ones_kept(tmp_path: Pa
             _proc.cleanup_instance(path)
 
 
-def test_a_dockerd_orphaned_by_a_dead_run_is_reaped_with_containers_and_bridge(busybox_rootfs: Path) -> None:
+def test_a_dockerd_orphaned_by_a_dead_run_is_reaped_with_containers_and_bridge(
+    buildkit_busybox_rootfs: Path,
+) -> None:
     daemon = DockerDaemon.start()
     try:
-        tar = subprocess.run(["tar", "-C", str(busybox_rootfs), "-c", "."], capture_output=True, check=True)
+        tar = subprocess.run(
+            ["tar", "-C", str(buildkit_busybox_rootfs), "-c", "."], capture_output=True, check=True
+        )
         env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG="/nonexistent")
         subprocess.run(
             [DOCKER_CLI, "import", "-", "bb:1"], input=tar.stdout, env=env, check=True, capture_output=True

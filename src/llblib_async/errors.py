@@ -193,10 +193,3 @@ class RegistryError(BuildKitError):
         super().__init__(f"{ref}: {message}")
         self.ref = ref
         self.status = status
-
-
-class PrerequisiteError(BuildKitError, RuntimeError):
-    """Something the test fixtures need (buildkitd, runc, a registry...) is missing.
-
-    The message says how to install it.
-    """

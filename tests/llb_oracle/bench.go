@@ -7,6 +7,8 @@ package main
 //	chain    n file ops on scratch, each Mkfile("/f<i>") on the previous one
 //	diamond  Image("alpine:3.20"), then (n-1)/3 steps of
 //	         l = cur+Mkfile("/l<i>"), r = cur+Mkfile("/r<i>"), cur = l+Copy(r, "/r<i>", "/r<i>")
+//	exec     Image("alpine:3.20"), then n-1 execs `sh -c "echo <i> >> /log"`, each on the
+//	         previous one's root with a shared cache mount "c" at /c
 //
 // By default each new state is re-rooted with llb.NewState(st.Output()): client/llb
 // States are linked lists of settings (Dir, platform, env…) and every op's Marshal
@@ -74,8 +76,17 @@ func benchGraph(shape string, n int, naive bool) (llb.State, error) {
 			cur = reroot(l.File(llb.Copy(r, "/r"+s, "/r"+s)))
 		}
 		return cur, nil
+	case "exec":
+		cur := llb.Image("alpine:3.20")
+		for i := range n - 1 {
+			cur = reroot(cur.Run(
+				llb.Args([]string{"sh", "-c", "echo " + strconv.Itoa(i) + " >> /log"}),
+				llb.AddMount("/c", llb.Scratch(), llb.AsPersistentCacheDir("c", llb.CacheMountShared)),
+			).Root())
+		}
+		return cur, nil
 	}
-	return llb.State{}, fmt.Errorf("unknown shape %q (chain or diamond)", shape)
+	return llb.State{}, fmt.Errorf("unknown shape %q (chain, diamond or exec)", shape)
 }
 
 // cpuNow is the CPU time (user+system, all threads) this process has used.

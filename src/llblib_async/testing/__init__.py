@@ -12,30 +12,43 @@ itself, on a developer machine or a fresh Debian 12 CI machine (root, no Docker 
 
 Everything lives in a private instance directory under ``$LLBLIB_TEST_TMPDIR``
 (default ``/var/tmp``) and is removed by ``stop()`` - including mounts and containers a
-killed daemon leaves behind.  The pytest plugin :mod:`llblib_async.testing.plugin` wraps
-them as fixtures.  ``.ci/install-prereqs.sh`` installs the Debian packages they need.
+killed daemon leaves behind.  A missing prerequisite raises :class:`PrerequisiteError`
+with the command that installs it; ``.ci/install-prereqs.sh`` installs them all.
+
+The pytest plugin :mod:`llblib_async.testing.plugin` wraps them as fixtures; it is opt-in
+(``pytest_plugins = ["llblib_async.testing.plugin"]`` in a top-level ``conftest.py``, or
+``pytest -p llblib_async.testing.plugin``): installing llblib-async changes no pytest run.
+The names below are imported on first use, so loading the plugin imports none of the
+daemon modules until a fixture needs one.
 """
 
 from __future__ import annotations
 
-from .attachable import serve_attachable
-from .binaries import (
-    BUILDKIT_VERSION,
-    BuildkitBinaries,
-    default_buildkit_version,
-    default_cache_dir,
-    ensure_buildkit_binaries,
-)
-from .buildkitd import BuildkitDaemon
-from .dockerd import DockerDaemon
-from .registry import Registry, bcrypt_hash
-from .rootfs import busybox_rootfs
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .prerequisite import PrerequisiteError
+
+if TYPE_CHECKING:
+    from .attachable_server import serve_attachable
+    from .binaries import (
+        BUILDKIT_VERSION,
+        BuildkitBinaries,
+        default_buildkit_version,
+        default_cache_dir,
+        ensure_buildkit_binaries,
+    )
+    from .buildkitd import BuildkitDaemon
+    from .docker_registry import Registry, bcrypt_hash
+    from .dockerd import DockerDaemon
+    from .rootfs import busybox_rootfs
 
 __all__ = [
     "BUILDKIT_VERSION",
     "BuildkitBinaries",
     "BuildkitDaemon",
     "DockerDaemon",
+    "PrerequisiteError",
     "Registry",
     "bcrypt_hash",
     "busybox_rootfs",
@@ -44,3 +57,31 @@ __all__ = [
     "ensure_buildkit_binaries",
     "serve_attachable",
 ]
+
+# Public name -> the submodule defining it, imported on first access (PEP 562).
+_LAZY = {
+    "BUILDKIT_VERSION": "binaries",
+    "BuildkitBinaries": "binaries",
+    "BuildkitDaemon": "buildkitd",
+    "DockerDaemon": "dockerd",
+    "Registry": "docker_registry",
+    "bcrypt_hash": "docker_registry",
+    "busybox_rootfs": "rootfs",
+    "default_buildkit_version": "binaries",
+    "default_cache_dir": "binaries",
+    "ensure_buildkit_binaries": "binaries",
+    "serve_attachable": "attachable_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-from ..errors import PrerequisiteError
+from .prerequisite import PrerequisiteError
 
 log = logging.getLogger("llblib_async.testing")
 T = TypeVar("T")

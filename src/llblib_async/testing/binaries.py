@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ..errors import PrerequisiteError
 from ._proc import log_tail
+from .prerequisite import PrerequisiteError
 
 log = logging.getLogger("llblib_async.testing")
 
@@ -189,7 +189,7 @@ def ensure_buildkit_binaries(version: str | None = None, cache_dir: Path | None 
     """Return buildkitd/buildctl at ``version``, building them into ``cache_dir`` if needed.
 
     ``version`` defaults to :func:`default_buildkit_version`, ``cache_dir`` to
-    :func:`default_cache_dir`.  Raises :class:`~llblib_async.errors.PrerequisiteError`
+    :func:`default_cache_dir`.  Raises :class:`~llblib_async.testing.PrerequisiteError`
     when Go is missing or the build fails (with the build log's tail).
     """
     version = version or default_buildkit_version()

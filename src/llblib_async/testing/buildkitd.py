@@ -124,7 +124,7 @@ class BuildkitDaemon(_proc.StopOnExit):
         ``extra_args`` are appended to the command line, e.g. a second listener
         ``["--addr", "tcp://127.0.0.1:PORT", "--tlscacert", ca, "--tlscert", crt, "--tlskey", key]``.
         ``extra_config`` is appended to the generated buildkitd.toml.  Raises
-        :class:`~llblib_async.errors.PrerequisiteError` (not root, no runc, no Go) or
+        :class:`~llblib_async.testing.PrerequisiteError` (not root, no runc, no Go) or
         :class:`~llblib_async.errors.DaemonUnreachableError` (it died or never answered;
         the message carries the log's tail).
         """
@@ -181,7 +181,7 @@ class BuildkitDaemon(_proc.StopOnExit):
 
     @staticmethod
     def check_prerequisites() -> str:
-        """Raise :class:`~llblib_async.errors.PrerequisiteError` unless root and runc are there.
+        """Raise :class:`~llblib_async.testing.PrerequisiteError` unless root and runc are there.
 
         Cheap; call it before :func:`ensure_buildkit_binaries` to fail in a second instead
         of after a multi-minute build.  Returns the runc path.
@@ -195,6 +195,11 @@ class BuildkitDaemon(_proc.StopOnExit):
 
     def is_running(self) -> bool:
         return self._process.returncode() is None
+
+    def returncode(self) -> int | None:
+        """None while the daemon runs, else its exit status; negative: the signal that ended
+        it (``-9`` after :meth:`kill`, or when :meth:`stop` had to SIGKILL it)."""
+        return self._process.returncode()
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of the daemon's log (stdout and stderr), for failure reports."""

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from ..errors import DaemonUnreachableError, PrerequisiteError
+from ..errors import DaemonUnreachableError
 from . import _proc
+from .prerequisite import PrerequisiteError
 
 log = logging.getLogger("llblib_async.testing")
 
@@ -203,7 +204,7 @@ class DockerDaemon(_proc.StopOnExit):
     async def cli(self, *args: str, timeout: float = 120.0) -> bytes:
         """Run the docker CLI against this daemon (no user config); its stdout.
 
-        Raises :class:`~llblib_async.errors.PrerequisiteError` if the CLI is missing and
+        Raises :class:`~llblib_async.testing.PrerequisiteError` if the CLI is missing and
         ``RuntimeError`` with its stderr if it fails or takes longer than ``timeout`` s.
         """
         if not os.access(DOCKER_CLI, os.X_OK):

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PrerequisiteError
 from . import _proc
+from .prerequisite import PrerequisiteError
 
 __all__ = ["BUSYBOX_DOCKERFILE", "PushedImage", "push_busybox_image"]
 
@@ -76,7 +76,7 @@ def push_busybox_image(
 
     ``registry_host`` is ``127.0.0.1:PORT``; ``workdir`` (created) receives the
     Dockerfile, buildctl's metadata file and log.  Raises
-    :class:`~llblib_async.errors.PrerequisiteError` with the log's tail if the build
+    :class:`~llblib_async.testing.PrerequisiteError` with the log's tail if the build
     or the push fails.
     """
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,19 @@
-"""pytest plugin (entry point ``pytest11: llblib_async``): fixtures with real daemons.
+"""pytest plugin: fixtures with real daemons.  Opt-in: installing llblib-async loads nothing.
 
-Session scope: ``buildkit_binaries``, ``buildkitd`` (a :class:`BuildkitDaemon`),
-``buildkit_address`` (str), ``registry``, ``auth_registry`` and ``token_registry``
-(:class:`Registry`; the latter two with basic auth / bearer tokens from a token server in
-this process, credentials in ``.auth``), ``busybox_rootfs`` (Path), ``dockerd``
-(:class:`DockerDaemon`), ``busybox_image`` (a :class:`~llblib_async.testing.images.PushedImage`
-in ``registry``).  Function scope: ``fresh_buildkitd``, a private daemon a test may
-kill.
+Enable it in the top-level ``conftest.py`` of the tests that want it::
+
+    pytest_plugins = ["llblib_async.testing.plugin"]
+
+or per run with ``pytest -p llblib_async.testing.plugin``.
+
+Session scope: ``buildkit_binaries``, ``buildkit_daemon`` (a :class:`BuildkitDaemon`),
+``buildkit_address`` (str), ``buildkit_registry``, ``buildkit_auth_registry`` and
+``buildkit_token_registry`` (:class:`Registry`; the latter two with basic auth / bearer
+tokens from a token server in this process, credentials in ``.auth``),
+``buildkit_busybox_rootfs`` (Path), ``buildkit_dockerd`` (:class:`DockerDaemon`),
+``buildkit_busybox_image`` (a :class:`~llblib_async.testing.images.PushedImage` in
+``buildkit_registry``).  Function scope: ``buildkit_fresh_daemon``, a private buildkitd a
+test may kill.
 
 The fixtures are synchronous (the daemons are subprocesses) and so work with any event
 loop scope.  A missing prerequisite makes the fixture *fail* with the install command -
@@ -15,7 +22,11 @@ tails of the logs of the daemons it used are added to its report.
 
 ``--buildkit-addr ADDR`` (or ``$LLBLIB_BUILDKIT_ADDR``) makes ``buildkit_address`` return
 an already-running daemon's address instead of starting one; tests that ask for the
-``buildkitd`` object itself still get a private daemon.
+``buildkit_daemon`` object itself still get a private daemon.  ``--buildkitd-debug``
+starts the test buildkitd daemons with ``--debug``.
+
+Each fixture imports the module of its daemon when it first runs, so loading the plugin
+adds next to nothing to pytest's start-up.
 """
 
 from __future__ import annotations
@@ -23,20 +34,28 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-from ..errors import PrerequisiteError
-from .binaries import BuildkitBinaries, ensure_buildkit_binaries
-from .buildkitd import BuildkitDaemon
-from .dockerd import DockerDaemon
-from .images import PushedImage, push_busybox_image
-from .registry import Registry
-from .rootfs import busybox_rootfs as make_busybox_rootfs
+from .prerequisite import PrerequisiteError
+
+if TYPE_CHECKING:
+    from .binaries import BuildkitBinaries
+    from .buildkitd import BuildkitDaemon
+    from .docker_registry import Registry
+    from .dockerd import DockerDaemon
+    from .images import PushedImage
 
 ADDR_ENV = "LLBLIB_BUILDKIT_ADDR"
-_LOGGED_FIXTURES = ("fresh_buildkitd", "buildkitd", "dockerd", "registry", "auth_registry", "token_registry")
+_LOGGED_FIXTURES = (
+    "buildkit_fresh_daemon",
+    "buildkit_daemon",
+    "buildkit_dockerd",
+    "buildkit_registry",
+    "buildkit_auth_registry",
+    "buildkit_token_registry",
+)
 
 T = TypeVar("T")
 
@@ -72,17 +91,21 @@ def _debug(config: pytest.Config) -> bool:
 @pytest.fixture(scope="session")
 def buildkit_binaries() -> BuildkitBinaries:
     """buildkitd/buildctl at the pinned version (built with Go on first use, then cached)."""
+    from .binaries import ensure_buildkit_binaries
+
     return _provision(ensure_buildkit_binaries)
 
 
 def _start_buildkitd(request: pytest.FixtureRequest) -> BuildkitDaemon:
+    from .buildkitd import BuildkitDaemon
+
     _provision(BuildkitDaemon.check_prerequisites)  # before a build that may take minutes
     binaries: BuildkitBinaries = request.getfixturevalue("buildkit_binaries")
     return _provision(lambda: BuildkitDaemon.start(binaries=binaries, debug=_debug(request.config)))
 
 
 @pytest.fixture(scope="session")
-def buildkitd(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
+def buildkit_daemon(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
     """A private buildkitd shared by the whole session.  Tests must not kill or reconfigure it."""
     daemon = _start_buildkitd(request)
     try:
@@ -94,16 +117,16 @@ def buildkitd(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
 @pytest.fixture(scope="session")
 def buildkit_address(request: pytest.FixtureRequest) -> str:
     """Address of the BuildKit to test against: ``--buildkit-addr`` / ``$LLBLIB_BUILDKIT_ADDR``
-    if given, else the session ``buildkitd``'s unix socket (started on demand)."""
+    if given, else the session ``buildkit_daemon``'s unix socket (started on demand)."""
     external = request.config.getoption("llblib_buildkit_addr") or os.environ.get(ADDR_ENV)
     if external:
         return str(external)
-    daemon: BuildkitDaemon = request.getfixturevalue("buildkitd")
+    daemon: BuildkitDaemon = request.getfixturevalue("buildkit_daemon")
     return daemon.address
 
 
 @pytest.fixture
-def fresh_buildkitd(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
+def buildkit_fresh_daemon(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
     """A private buildkitd for one test, which may kill it; cleaned up (mounts too) afterwards."""
     daemon = _start_buildkitd(request)
     try:
@@ -113,8 +136,10 @@ def fresh_buildkitd(request: pytest.FixtureRequest) -> Iterator[BuildkitDaemon]:
 
 
 @pytest.fixture(scope="session")
-def registry() -> Iterator[Registry]:
-    """An anonymous registry at ``registry.host`` (127.0.0.1:PORT), plain HTTP."""
+def buildkit_registry() -> Iterator[Registry]:
+    """An anonymous registry at ``buildkit_registry.host`` (127.0.0.1:PORT), plain HTTP."""
+    from .docker_registry import Registry
+
     reg = _provision(Registry.start)
     try:
         yield reg
@@ -123,8 +148,10 @@ def registry() -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def auth_registry() -> Iterator[Registry]:
-    """A registry requiring basic auth; the credentials are ``auth_registry.auth``."""
+def buildkit_auth_registry() -> Iterator[Registry]:
+    """A registry requiring basic auth; the credentials are ``buildkit_auth_registry.auth``."""
+    from .docker_registry import Registry
+
     reg = _provision(lambda: Registry.start(auth=("llblib", "llblib-test-password")))
     try:
         yield reg
@@ -133,10 +160,13 @@ def auth_registry() -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def token_registry() -> Iterator[Registry]:
+def buildkit_token_registry() -> Iterator[Registry]:
     """A registry with token auth (``auth: token``): clients get bearer tokens from
-    ``token_registry.token_server`` (a :class:`~llblib_async.testing.token_server.TokenServer`
-    in this process, which records who asked) with the credentials ``token_registry.auth``."""
+    ``buildkit_token_registry.token_server`` (a
+    :class:`~llblib_async.testing.token_server.TokenServer` in this process, which records
+    who asked) with the credentials ``buildkit_token_registry.auth``."""
+    from .docker_registry import Registry
+
     reg = _provision(lambda: Registry.start(auth=("llblib", "llblib-token-password"), token_auth=True))
     try:
         yield reg
@@ -144,16 +174,20 @@ def token_registry() -> Iterator[Registry]:
         reg.stop()
 
 
-@pytest.fixture(scope="session", name="busybox_rootfs")
-def busybox_rootfs_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session")
+def buildkit_busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A minimal busybox root filesystem (read-only by convention: it is shared)."""
+    from .rootfs import busybox_rootfs
+
     dest = tmp_path_factory.mktemp("busybox-rootfs")
-    return _provision(lambda: make_busybox_rootfs(dest))
+    return _provision(lambda: busybox_rootfs(dest))
 
 
 @pytest.fixture(scope="session")
-def dockerd() -> Iterator[DockerDaemon]:
-    """A private dockerd 20.10 with BuildKit enabled; ``dockerd.host`` is its unix:// address."""
+def buildkit_dockerd() -> Iterator[DockerDaemon]:
+    """A private dockerd 20.10 with BuildKit enabled; ``buildkit_dockerd.host`` is its unix:// address."""
+    from .dockerd import DockerDaemon
+
     daemon = _provision(DockerDaemon.start)
     try:
         yield daemon
@@ -178,25 +212,27 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(scope="session")
-def busybox_image(
-    request: pytest.FixtureRequest, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+def buildkit_busybox_image(
+    request: pytest.FixtureRequest, buildkit_registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> PushedImage:
-    """A busybox image (``FROM scratch`` + the busybox rootfs) pushed to ``registry``.
+    """A busybox image (``FROM scratch`` + the busybox rootfs) pushed to ``buildkit_registry``.
 
     Built and pushed once per session by the project's Go ``buildctl`` through the
-    session ``buildkitd``; ``.ref`` is ``127.0.0.1:PORT/busybox:latest``, ``.digest``
-    its manifest digest, ``.pinned_ref`` the ref by digest.
+    session ``buildkit_daemon``; ``.ref`` is ``127.0.0.1:PORT/busybox:latest``,
+    ``.digest`` its manifest digest, ``.pinned_ref`` the ref by digest.
     """
+    from .images import push_busybox_image
+
     binaries: BuildkitBinaries = request.getfixturevalue("buildkit_binaries")
-    daemon: BuildkitDaemon = request.getfixturevalue("buildkitd")
-    rootfs: Path = request.getfixturevalue("busybox_rootfs")
+    daemon: BuildkitDaemon = request.getfixturevalue("buildkit_daemon")
+    rootfs: Path = request.getfixturevalue("buildkit_busybox_rootfs")
     workdir = tmp_path_factory.mktemp("busybox-image")
     return _provision(
         lambda: push_busybox_image(
             buildctl=binaries.buildctl,
             address=daemon.address,
             rootfs=rootfs,
-            registry_host=registry.host,
+            registry_host=buildkit_registry.host,
             workdir=workdir,
         )
     )

@@ -13,7 +13,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from ..errors import PrerequisiteError
+from .prerequisite import PrerequisiteError
 
 BUSYBOX = "/bin/busybox"
 

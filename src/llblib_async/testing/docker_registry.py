@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Self
 
-from ..errors import DaemonUnreachableError, PrerequisiteError
+from ..errors import DaemonUnreachableError
 from . import _proc
+from .prerequisite import PrerequisiteError
 from .token_server import TokenServer
 
 log = logging.getLogger("llblib_async.testing")
