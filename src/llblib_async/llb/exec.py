@@ -30,7 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from . import _paths, _wire
+from .._wire.protobuf import bool_field, int_field, len_field, repeated_str, str_field, varint
+from . import _paths
+from ._encode import OP_EXEC, encode_input, encode_op, encode_platform
 from .meta import (
     NETWORK_MODES,
     SECURITY_MODES,
@@ -310,11 +312,11 @@ class ProxyEnv:
     def encode(self) -> bytes:
         """``pb.ProxyEnv``."""
         return (
-            _wire.str_field(1, self.http_proxy)
-            + _wire.str_field(2, self.https_proxy)
-            + _wire.str_field(3, self.ftp_proxy)
-            + _wire.str_field(4, self.no_proxy)
-            + _wire.str_field(5, self.all_proxy)
+            str_field(1, self.http_proxy)
+            + str_field(2, self.https_proxy)
+            + str_field(3, self.ftp_proxy)
+            + str_field(4, self.no_proxy)
+            + str_field(5, self.all_proxy)
         )
 
 
@@ -332,7 +334,7 @@ class CDIDevice:
 @functools.lru_cache(maxsize=64)
 def _encode_platform(p: Platform) -> bytes:
     # Every exec carries a platform and a build uses very few: encode each once.
-    return _wire.encode_platform(
+    return encode_platform(
         os=p.os,
         architecture=p.architecture,
         variant=p.variant,
@@ -387,106 +389,94 @@ class ExecOp(Vertex):
                 found = index.get(k)
                 if found is None:
                     found = index[k] = len(input_msgs)
-                    input_msgs.append(_wire.encode_input(digest, source.index))
+                    input_msgs.append(encode_input(digest, source.index))
                 input_index = found
             body = (
-                _wire.int_field(1, input_index)
-                + _wire.str_field(2, m.selector)
-                + _wire.str_field(3, m.dest)
-                + _wire.int_field(4, output)
-                + _wire.bool_field(5, m.readonly)
+                int_field(1, input_index)
+                + str_field(2, m.selector)
+                + str_field(3, m.dest)
+                + int_field(4, output)
+                + bool_field(5, m.readonly)
             )
             if m.cache_id:
-                body += _wire.int_field(6, _MOUNT_CACHE)
+                body += int_field(6, _MOUNT_CACHE)
             elif m.tmpfs:
                 # Go always sets TmpfsOpt, so an empty one is written when there is no size.
-                body += _wire.int_field(6, _MOUNT_TMPFS)
-                body += _wire.len_field(19, _wire.int_field(1, m.tmpfs_size))
+                body += int_field(6, _MOUNT_TMPFS)
+                body += len_field(19, int_field(1, m.tmpfs_size))
             if m.cache_id:
-                cache_opt = _wire.str_field(1, m.cache_id) + _wire.int_field(2, _SHARING[m.cache_sharing])
-                body += _wire.len_field(20, cache_opt)
-            body += _wire.int_field(24, _CONTENT_CACHE[m.content_cache])
-            mounts.append(_wire.len_field(2, body))
+                cache_opt = str_field(1, m.cache_id) + int_field(2, _SHARING[m.cache_sharing])
+                body += len_field(20, cache_opt)
+            body += int_field(24, _CONTENT_CACHE[m.content_cache])
+            mounts.append(len_field(2, body))
 
         secret_env: list[bytes] = []
         for s in self.secrets:
             if s.env is not None:
-                entry = _wire.str_field(1, s.id) + _wire.str_field(2, s.env) + _wire.bool_field(3, s.optional)
-                secret_env.append(_wire.len_field(5, entry))
+                entry = str_field(1, s.id) + str_field(2, s.env) + bool_field(3, s.optional)
+                secret_env.append(len_field(5, entry))
             if s.dest is not None:
                 opt = (
-                    _wire.str_field(1, s.id)
-                    + _wire.int_field(2, s.uid)
-                    + _wire.int_field(3, s.gid)
-                    + _wire.int_field(4, s.mode)
-                    + _wire.bool_field(5, s.optional)
+                    str_field(1, s.id)
+                    + int_field(2, s.uid)
+                    + int_field(3, s.gid)
+                    + int_field(4, s.mode)
+                    + bool_field(5, s.optional)
                 )
                 body = (
-                    _wire.int_field(1, -1)
-                    + _wire.str_field(3, s.dest)
-                    + _wire.int_field(6, _MOUNT_SECRET)
-                    + _wire.len_field(21, opt)
+                    int_field(1, -1) + str_field(3, s.dest) + int_field(6, _MOUNT_SECRET) + len_field(21, opt)
                 )
-                mounts.append(_wire.len_field(2, body))
+                mounts.append(len_field(2, body))
         for h in self.ssh:
             opt = (
-                _wire.str_field(1, h.id)
-                + _wire.int_field(2, h.uid)
-                + _wire.int_field(3, h.gid)
-                + _wire.int_field(4, h.mode)
-                + _wire.bool_field(5, h.optional)
+                str_field(1, h.id)
+                + int_field(2, h.uid)
+                + int_field(3, h.gid)
+                + int_field(4, h.mode)
+                + bool_field(5, h.optional)
             )
             assert h.dest is not None  # filled in when the op was built
-            body = (
-                _wire.int_field(1, -1)
-                + _wire.str_field(3, h.dest)
-                + _wire.int_field(6, _MOUNT_SSH)
-                + _wire.len_field(22, opt)
-            )
-            mounts.append(_wire.len_field(2, body))
+            body = int_field(1, -1) + str_field(3, h.dest) + int_field(6, _MOUNT_SSH) + len_field(22, opt)
+            mounts.append(len_field(2, body))
 
         meta = self.meta
         meta_msg = (
-            _wire.repeated_str(1, meta.args)
-            + _wire.repeated_str(2, meta.env_array())
-            + _wire.str_field(3, self.cwd)
-            + _wire.str_field(4, meta.user)
+            repeated_str(1, meta.args)
+            + repeated_str(2, meta.env_array())
+            + str_field(3, self.cwd)
+            + str_field(4, meta.user)
         )
         if self.proxy_env is not None:
-            meta_msg += _wire.len_field(5, self.proxy_env.encode())
+            meta_msg += len_field(5, self.proxy_env.encode())
         meta_msg += b"".join(
-            _wire.len_field(6, _wire.str_field(1, host) + _wire.str_field(2, ip))
-            for host, ip in meta.extra_hosts
+            len_field(6, str_field(1, host) + str_field(2, ip)) for host, ip in meta.extra_hosts
         )
-        meta_msg += _wire.str_field(7, meta.hostname)
+        meta_msg += str_field(7, meta.hostname)
         meta_msg += b"".join(
-            _wire.len_field(
-                9, _wire.str_field(1, u.name) + _wire.int_field(2, u.soft) + _wire.int_field(3, u.hard)
-            )
+            len_field(9, str_field(1, u.name) + int_field(2, u.soft) + int_field(3, u.hard))
             for u in meta.ulimits
         )
-        meta_msg += _wire.str_field(10, meta.cgroup_parent)
-        meta_msg += _wire.bool_field(11, True)  # removeMountStubsRecursive: Go always sets it
+        meta_msg += str_field(10, meta.cgroup_parent)
+        meta_msg += bool_field(11, True)  # removeMountStubsRecursive: Go always sets it
         if meta.valid_exit_codes:
-            meta_msg += _wire.len_field(12, b"".join(_wire.varint(c) for c in meta.valid_exit_codes))
+            meta_msg += len_field(12, b"".join(varint(c) for c in meta.valid_exit_codes))
 
         payload = (
-            _wire.len_field(1, meta_msg)
+            len_field(1, meta_msg)
             + b"".join(mounts)
-            + _wire.int_field(3, NETWORK_MODES[meta.network])
-            + _wire.int_field(4, SECURITY_MODES[meta.security])
+            + int_field(3, NETWORK_MODES[meta.network])
+            + int_field(4, SECURITY_MODES[meta.security])
             + b"".join(secret_env)
             + b"".join(
-                _wire.len_field(6, _wire.str_field(1, d.name) + _wire.bool_field(2, d.optional))
-                for d in self.cdi_devices
+                len_field(6, str_field(1, d.name) + bool_field(2, d.optional)) for d in self.cdi_devices
             )
         )
         platform = self.platform if self.platform is not None else ctx.platform
-        data = _wire.encode_op(
+        data = encode_op(
             inputs=input_msgs,
             platform=_encode_platform(platform),
             worker_filters=self.constraints.require,
-            op_field=_wire.OP_EXEC,
+            op_field=OP_EXEC,
             op_payload=payload,
         )
         caps = self._caps()

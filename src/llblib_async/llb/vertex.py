@@ -9,7 +9,7 @@ subclass implementing two hooks:
   It is called only after all inputs are marshaled, so it can read their digests
   with :meth:`MarshalContext.input_bytes` without recursing.  Ops keep their
   :class:`Constraints`; ``constraints.require`` goes into the op bytes
-  (``_wire.encode_op(worker_filters=…)``), ``constraints.metadata(caps)`` is the
+  (``_encode.encode_op(worker_filters=…)``), ``constraints.metadata(caps)`` is the
   metadata.
 
 Lazy vertices (``llb.lazy``) are *indirect*: they stand for an output resolved
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from . import _wire
+from ._encode import encode_input, encode_op_metadata
 from .platform import Platform
 
 __all__ = [
@@ -98,7 +98,7 @@ class OpMetadata:
     def encode(self) -> bytes:
         """Go-deterministic ``pb.OpMetadata`` bytes (maps sorted)."""
         pg = self.progress_group
-        return _wire.encode_op_metadata(
+        return encode_op_metadata(
             ignore_cache=self.ignore_cache,
             description=dict(self.description),
             export_cache=self.export_cache,
@@ -280,7 +280,7 @@ class MarshalContext:
         """The encoded ``pb.Input`` that refers to ``output`` (followed through lazy vertices)."""
         if output.vertex._indirect:
             output = follow_input(output, self)
-        return _wire.encode_input(output.vertex._memo[self.key].digest, output.index)
+        return encode_input(output.vertex._memo[self.key].digest, output.index)
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
