@@ -39,7 +39,6 @@ from .definition_import import InvalidDefinitionError, from_definition
 from .diff import diff
 from .exec import (
     CDIDevice,
-    ExecState,
     Mount,
     ProxyEnv,
     SecretMount,
@@ -80,7 +79,7 @@ from .source import (
     local,
     local_content_digest,
 )
-from .state import State, scratch
+from .state import ExecState, State, scratch
 from .vertex import Constraints, OpMetadata, ProgressGroup
 from .yaml import to_yaml, to_yaml_tree
 

@@ -1,9 +1,12 @@
 """Exec ops: run a command in a container on a State, with mounts, and get their outputs as States.
 
-``State.run(...)`` builds one :class:`ExecOp` and returns an :class:`ExecState`:
-the root filesystem after the command, plus :meth:`ExecState.get_mount` for the
-other writable mounts.  Mounts are values made by :func:`bind`,
-:func:`cache_mount`, :func:`tmpfs`, :func:`secret_mount` and :func:`ssh_mount`.
+``State.run(...)`` builds one :class:`ExecOp` with :func:`build_exec` and returns
+an ``ExecState`` (defined in :mod:`.state`, next to ``State``): the root
+filesystem after the command, plus ``ExecState.get_mount`` for the other
+writable mounts.  Mounts are values made by :func:`bind`, :func:`cache_mount`,
+:func:`tmpfs`, :func:`secret_mount` and :func:`ssh_mount`.  :mod:`.state` builds
+on this module, so the States given here (mount sources, the exec's root) are
+checked and read as :class:`~.vertex.BaseState`, which every State is.
 
 The op bytes follow Go's client/llb ``exec.go`` exactly:
 
@@ -48,15 +51,22 @@ from .meta import (
     to_args,
 )
 from .platform import Platform
-from .state import State
-from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, follow, op_constraints
+from .vertex import (
+    BaseState,
+    Constraints,
+    MarshalContext,
+    OpMetadata,
+    Output,
+    Vertex,
+    follow,
+    op_constraints,
+)
 
 __all__ = [
     "CDIDevice",
     "CacheSharing",
     "ContentCache",
     "ExecOp",
-    "ExecState",
     "Mount",
     "ProxyEnv",
     "SSHMount",
@@ -113,7 +123,7 @@ class Mount:
     """
 
     dest: str
-    source: State | None = None
+    source: BaseState | None = None
     selector: str = ""
     readonly: bool = False
     no_output: bool = False
@@ -166,7 +176,7 @@ MountSpec: TypeAlias = "Mount | SecretMount | SSHMount"
 
 def bind(
     dest: str,
-    source: State,
+    source: BaseState,
     *,
     selector: str | None = None,
     readonly: bool = False,
@@ -180,7 +190,7 @@ def bind(
     writable but drops the changes (Go's ``ForceNoOutput``); ``content_cache``
     overrides content-based caching of the mount (Go's ``ContentCache``).
     """
-    if not isinstance(source, State):
+    if not isinstance(source, BaseState):
         raise TypeError(f"bind source must be a State, got {type(source).__name__}")
     if content_cache not in _CONTENT_CACHE:
         raise ValueError(f"content_cache must be 'default', 'on' or 'off', not {content_cache!r}")
@@ -199,7 +209,7 @@ def cache_mount(
     *,
     id: str,
     sharing: CacheSharing = "shared",
-    base: State | None = None,
+    base: BaseState | None = None,
     selector: str | None = None,
 ) -> Mount:
     """A persistent cache directory ``id`` at ``dest`` (Go's ``AsPersistentCacheDir``).
@@ -213,7 +223,7 @@ def cache_mount(
         raise ValueError("cache mount id must be a non-empty string")
     if sharing not in _SHARING:
         raise ValueError(f"sharing must be 'shared', 'private' or 'locked', not {sharing!r}")
-    if base is not None and not isinstance(base, State):
+    if base is not None and not isinstance(base, BaseState):
         raise TypeError(f"cache mount base must be a State, got {type(base).__name__}")
     dest = _check_dest(dest, what="mount destination")
     return Mount(dest=dest, source=base, selector=selector or "", cache_id=id, cache_sharing=sharing)
@@ -527,55 +537,9 @@ class ExecOp(Vertex):
         return f"<ExecOp {shown}>"
 
 
-_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class ExecState(State):
-    """The result of ``State.run``: a State for the root filesystem after the command (Go's ``ExecState``).
-
-    Use it like any State (it *is* the root); :attr:`root` gives the plain
-    State, :meth:`get_mount` the final contents of another mount.
-    """
-
-    exec_op: ExecOp | None = None
-
-    @property
-    def root(self) -> State:
-        """The root filesystem after the command, as a plain State (Go's ``Root``)."""
-        return self.with_output(self.output)
-
-    def get_mount(self, dest: str) -> State:
-        """The final contents of the mount at ``dest``, as a new State (Go's ``GetMount``).
-
-        For a writable bind mount that is an output of the exec; for a read-only
-        mount it is the mounted source, unchanged.  Like Go, the State is fresh:
-        working dir ``/`` and no env.  Raises :class:`KeyError` if nothing is
-        mounted at ``dest`` and :class:`ValueError` for mounts without contents
-        to keep (cache, tmpfs, ``no_output``) — Go defers both to a marshal error
-        or returns scratch.
-        """
-        op = self.exec_op
-        if op is None:
-            raise ValueError("this ExecState has no exec op")
-        for m, output in zip(op.mounts, op.outputs, strict=True):
-            if m.dest != dest:
-                continue
-            if output >= 0:
-                return State(output=Output(op, output), platform=op.run_platform)
-            if m.readonly:
-                src = m.source
-                return State() if src is None else State(output=src.output, platform=src.platform)
-            kind = "tmpfs" if m.tmpfs else "cache" if m.cache_id else "no-output"
-            raise ValueError(f"{kind} mount at {dest} can't be used as a parent")
-        raise KeyError(f"no bind, cache or tmpfs mount at {dest!r} in this exec")
-
-    def __repr__(self) -> str:
-        return "Exec" + State.__repr__(self)
-
-
 def build_exec(
-    base: State,
+    base: BaseState,
+    meta: ExecMeta,
     args: str | Sequence[str] | None,
     *,
     shell: bool,
@@ -599,9 +563,13 @@ def build_exec(
     description: Mapping[str, str] | None,
     ignore_cache: bool,
     constraints: Constraints | None,
-) -> ExecState:
-    """``State.run``: resolve the options against ``base``'s settings and build the op (see there)."""
-    meta = base.exec_meta
+) -> tuple[ExecOp, Output | None]:
+    """The op of ``State.run`` (see there): the options resolved against ``base`` and its settings ``meta``.
+
+    ``base`` is the State the command runs on (its root mount); returns the op
+    and the output holding the root filesystem after the command: an output of
+    the op, or ``base.output`` itself for a read-only root.
+    """
     if args is not None:
         if shell:
             if not isinstance(args, str):
@@ -702,10 +670,4 @@ def build_exec(
         inputs=tuple(dict.fromkeys(s for s in sources if s is not None)),
     )
     root = op.outputs[[m.dest for m in op.mounts].index("/")]
-    root_output = base.output if root < 0 else Output(op, root)
-    # Like Go, the result keeps the settings of the State run() was called on, not the run options.
-    values = {f: getattr(base, f) for f in _STATE_FIELDS}
-    values["output"] = root_output
-    if run_platform is not None and root >= 0:
-        values["platform"] = run_platform  # Go: the root output carries the run option's platform
-    return ExecState(**values, exec_op=op)
+    return op, base.output if root < 0 else Output(op, root)

@@ -6,6 +6,9 @@ function starts a :class:`FileAction`, each method appends one, and
 *k* works on the result of action *k-1*.  Go's defaults that differ from proto
 zero are kept: ``timestamp = -1`` ("don't touch"; 0 would mean the epoch) and
 copy ``mode = -1`` ("keep"; 0 would mean ``chmod 000``).
+
+:mod:`.state` builds on this module, so a copy source is checked and read (its
+output and working dir) as a :class:`~.vertex.BaseState`, which every State is.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import datetime
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from .._wire.protobuf import (
     WIRE_VARINT,
@@ -29,10 +32,7 @@ from .._wire.protobuf import (
 )
 from . import _paths
 from ._encode import OP_FILE, encode_input, encode_op
-from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, follow_input
-
-if TYPE_CHECKING:
-    from .state import State
+from .vertex import BaseState, Constraints, MarshalContext, OpMetadata, Output, Vertex, follow_input
 
 __all__ = ["FileAction", "FileOp", "Owner", "copy", "mkdir", "mkfile", "rm", "symlink"]
 
@@ -351,7 +351,7 @@ class FileAction:
 
     def copy(
         self,
-        src_state: State,
+        src_state: BaseState,
         src_path: str,
         dest_path: str,
         *,
@@ -490,7 +490,7 @@ def symlink(
 
 
 def copy(
-    src_state: State,
+    src_state: BaseState,
     src_path: str,
     dest_path: str,
     *,
@@ -519,9 +519,7 @@ def copy(
     archives like Dockerfile ``ADD``.  ``mode`` is an int (``0o755``), a chmod
     string (``"u+x"``, needs BuildKit ≥ 0.17) or ``None`` to keep source modes.
     """
-    from .state import State  # runtime import: state.py imports this module
-
-    if not isinstance(src_state, State):
+    if not isinstance(src_state, BaseState):
         raise TypeError(f"copy source must be a State, got {type(src_state).__name__}")
     if mode is not None and not isinstance(mode, str):
         if isinstance(mode, bool) or not isinstance(mode, int):

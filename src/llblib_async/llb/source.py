@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from .._fsutil.walk import FilterOptions, walk
 from .._wire.protobuf import str_field, str_map
 from ._encode import OP_SOURCE, encode_op, encode_platform
 from .platform import Platform
@@ -323,8 +324,6 @@ def local_content_digest(
     are not read, so this costs one ``lstat`` per entry. Raises ``OSError`` if the
     directory can't be walked.
     """
-    from .._fsutil.walk import FilterOptions, walk  # the sans-IO builder needs it only here
-
     root = os.path.abspath(os.fspath(path))
     opts = FilterOptions(
         include_patterns=list(include) or None,
