@@ -136,7 +136,7 @@ GOLDEN_V025: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-# --- a wire-level canonicalizer for Go's Definition (independent of llblib_async.llb._wire) -------
+# --- a wire-level canonicalizer for Go's Definition (independent of llblib_async.llb._encode) -----
 
 
 def _varint(n: int) -> bytes:

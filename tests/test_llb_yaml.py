@@ -29,13 +29,14 @@ import yaml as pyyaml
 
 from llblib_async import llb
 from llblib_async._pb import pb
-from llblib_async.llb.yaml import (
+from llblib_async.llb.graph_yaml import (
     MACHINE_DEPENDENT_KEYS,
     YamlAlias,
     YamlMap,
     YamlScalar,
     YamlSeq,
     emit,
+    to_plain,
     to_yaml,
     to_yaml_nodes,
     to_yaml_tree,
@@ -1006,8 +1007,6 @@ def test_emitter_matches_yaml_v3_byte_for_byte() -> None:
 
 
 def test_emitter_output_reads_back_with_pyyaml() -> None:
-    from llblib_async.llb.yaml import to_plain
-
     sample = emitter_sample()
     assert_same_tree(pyyaml.safe_load(emit(sample)), to_plain(sample))
 

@@ -26,7 +26,7 @@ whose graph needs I/O to build is :func:`lazy`; :func:`marshal_async`
 resolves such States, then marshals.
 """
 
-from . import config_ops
+from . import config_ops, graph_yaml
 from .async_state import LazyContext, LazyFn, UnresolvedLazyStateError, lazy, marshal_async, resolve_lazy
 from .config_ops import (
     ImageDefinition,
@@ -39,7 +39,6 @@ from .definition_import import InvalidDefinitionError, from_definition
 from .diff import diff
 from .exec import (
     CDIDevice,
-    ExecState,
     Mount,
     ProxyEnv,
     SecretMount,
@@ -52,6 +51,7 @@ from .exec import (
 )
 from .fileop import FileAction, Owner, copy, mkdir, mkfile, rm, symlink
 from .git import GitURLError, git
+from .graph_yaml import to_yaml, to_yaml_tree
 from .http import http
 from .image_config import (
     CachingResolver,
@@ -80,9 +80,8 @@ from .source import (
     local,
     local_content_digest,
 )
-from .state import State, scratch
+from .state import ExecState, State, scratch
 from .vertex import Constraints, OpMetadata, ProgressGroup
-from .yaml import to_yaml, to_yaml_tree
 
 __all__ = [
     "CDIDevice",
@@ -128,6 +127,7 @@ __all__ = [
     "digest",
     "from_definition",
     "git",
+    "graph_yaml",
     "http",
     "image",
     "image_blob",

@@ -38,7 +38,6 @@ from typing import Any, Final, TypeAlias
 
 from .._pb import pb
 from .diff import diff as _llb_diff
-from .exec import ExecState
 from .image_config import (
     EXPORTER_IMAGE_CONFIG_KEY,
     HISTORY_COMMENT,
@@ -60,7 +59,7 @@ from .marshal import Definition, digest, marshal
 from .merge import merge as _llb_merge
 from .platform import Platform, default_platform
 from .source import image
-from .state import State
+from .state import ExecState, State
 
 __all__ = [
     "SCRATCH_DIGEST_HEX",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .._pb import pb
+from .._wire.protobuf import WIRE_LEN, WIRE_VARINT, DecodeError, iter_fields, read_varint
 from ..errors import BuildKitError
 from .marshal import Definition
 from .platform import Platform
@@ -65,66 +66,41 @@ class _ParsedOp(NamedTuple):
     source_identifier: str | None
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if i >= len(buf):
-            raise InvalidDefinitionError("truncated varint in op")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return result, i
-
-
-def _fields(buf: bytes) -> Iterable[tuple[int, int, bytes | int]]:
-    """Top-level ``(field, wire type, value)`` of a protobuf message (varint and length-delimited only)."""
-    i = 0
-    while i < len(buf):
-        tag, i = _varint(buf, i)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-            yield field, wire, value
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            if i + n > len(buf):
-                raise InvalidDefinitionError("truncated field in op")
-            yield field, wire, buf[i : i + n]
-            i += n
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise InvalidDefinitionError(f"unsupported protobuf wire type {wire} in op")
-
-
 def _parse_op(data: bytes) -> _ParsedOp:
     """What importing needs from a ``pb.Op``: inputs, platform bytes, source identifier.
 
-    A hand-rolled reader: parsing whole ops with betterproto would be several
-    times slower on 10k-op graphs, and only three fields matter here.
+    A hand-rolled reader over :func:`~llblib_async._wire.protobuf.iter_fields`:
+    parsing whole ops with betterproto would be several times slower on 10k-op
+    graphs, and only three fields matter here.  Malformed bytes raise
+    :class:`InvalidDefinitionError` (``"truncated varint in op"``…).
     """
     inputs: list[tuple[str, int]] = []
     platform: bytes | None = None
     identifier: str | None = None
-    for field, _, value in _fields(data):
-        if field == 1 and isinstance(value, bytes):  # Input{digest=1, index=2}
-            digest, index = "", 0
-            for f, _, v in _fields(value):
-                if f == 1 and isinstance(v, bytes):
-                    digest = v.decode()
-                elif f == 2 and isinstance(v, int):
-                    index = v - (1 << 64) if v >= 1 << 63 else v
-            inputs.append((digest, index))
-        elif field == 10 and isinstance(value, bytes):
-            platform = value
-        elif field == 3 and isinstance(value, bytes):  # SourceOp{identifier=1, attrs=2}
-            for f, _, v in _fields(value):
-                if f == 1 and isinstance(v, bytes):
-                    identifier = v.decode()
+    try:
+        for field, wire, start, end in iter_fields(data):
+            if wire != WIRE_LEN:
+                continue
+            if field == 1:  # Input{digest=1, index=2}
+                value = data[start:end]
+                digest, index = "", 0
+                for f, w, s, e in iter_fields(value):
+                    if f == 1 and w == WIRE_LEN:
+                        digest = value[s:e].decode()
+                    elif f == 2 and w == WIRE_VARINT:
+                        index = read_varint(value, s)[0]
+                        if index >= 1 << 63:
+                            index -= 1 << 64
+                inputs.append((digest, index))
+            elif field == 10:
+                platform = data[start:end]
+            elif field == 3:  # SourceOp{identifier=1, attrs=2}
+                value = data[start:end]
+                for f, w, s, e in iter_fields(value):
+                    if f == 1 and w == WIRE_LEN:
+                        identifier = value[s:e].decode()
+    except DecodeError as err:
+        raise InvalidDefinitionError(f"{err} in op") from err
     return _ParsedOp(tuple(inputs), platform, identifier)
 
 

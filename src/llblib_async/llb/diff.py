@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import _wire
+from .._wire.protobuf import int_field, len_field
+from ._encode import OP_DIFF, encode_op
 from .state import State, scratch
 from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, follow, op_constraints
 
@@ -42,15 +43,13 @@ class DiffOp(Vertex):
                 refs.append(len(input_msgs))
                 input_msgs.append(ctx.input_bytes(target))
         lower, upper = refs
-        payload = _wire.len_field(1, _wire.int_field(1, lower)) + _wire.len_field(
-            2, _wire.int_field(1, upper)
-        )
+        payload = len_field(1, int_field(1, lower)) + len_field(2, int_field(1, upper))
         # A diff is not platform specific: Go clears Op.platform.
-        data = _wire.encode_op(
+        data = encode_op(
             inputs=input_msgs,
             platform=None,
             worker_filters=self.constraints.require,
-            op_field=_wire.OP_DIFF,
+            op_field=OP_DIFF,
             op_payload=payload,
         )
         return data, self.constraints.metadata((_CAP_DIFF,))

@@ -1,9 +1,12 @@
 """Exec ops: run a command in a container on a State, with mounts, and get their outputs as States.
 
-``State.run(...)`` builds one :class:`ExecOp` and returns an :class:`ExecState`:
-the root filesystem after the command, plus :meth:`ExecState.get_mount` for the
-other writable mounts.  Mounts are values made by :func:`bind`,
-:func:`cache_mount`, :func:`tmpfs`, :func:`secret_mount` and :func:`ssh_mount`.
+``State.run(...)`` builds one :class:`ExecOp` with :func:`build_exec` and returns
+an ``ExecState`` (defined in :mod:`.state`, next to ``State``): the root
+filesystem after the command, plus ``ExecState.get_mount`` for the other
+writable mounts.  Mounts are values made by :func:`bind`, :func:`cache_mount`,
+:func:`tmpfs`, :func:`secret_mount` and :func:`ssh_mount`.  :mod:`.state` builds
+on this module, so the States given here (mount sources, the exec's root) are
+checked and read as :class:`~.vertex.BaseState`, which every State is.
 
 The op bytes follow Go's client/llb ``exec.go`` exactly:
 
@@ -30,7 +33,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from . import _paths, _wire
+from .._wire.protobuf import bool_field, int_field, len_field, repeated_str, str_field, varint
+from . import _paths
+from ._encode import OP_EXEC, encode_input, encode_op, encode_platform
 from .meta import (
     NETWORK_MODES,
     SECURITY_MODES,
@@ -46,15 +51,22 @@ from .meta import (
     to_args,
 )
 from .platform import Platform
-from .state import State
-from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, follow, op_constraints
+from .vertex import (
+    BaseState,
+    Constraints,
+    MarshalContext,
+    OpMetadata,
+    Output,
+    Vertex,
+    follow,
+    op_constraints,
+)
 
 __all__ = [
     "CDIDevice",
     "CacheSharing",
     "ContentCache",
     "ExecOp",
-    "ExecState",
     "Mount",
     "ProxyEnv",
     "SSHMount",
@@ -111,7 +123,7 @@ class Mount:
     """
 
     dest: str
-    source: State | None = None
+    source: BaseState | None = None
     selector: str = ""
     readonly: bool = False
     no_output: bool = False
@@ -164,7 +176,7 @@ MountSpec: TypeAlias = "Mount | SecretMount | SSHMount"
 
 def bind(
     dest: str,
-    source: State,
+    source: BaseState,
     *,
     selector: str | None = None,
     readonly: bool = False,
@@ -178,7 +190,7 @@ def bind(
     writable but drops the changes (Go's ``ForceNoOutput``); ``content_cache``
     overrides content-based caching of the mount (Go's ``ContentCache``).
     """
-    if not isinstance(source, State):
+    if not isinstance(source, BaseState):
         raise TypeError(f"bind source must be a State, got {type(source).__name__}")
     if content_cache not in _CONTENT_CACHE:
         raise ValueError(f"content_cache must be 'default', 'on' or 'off', not {content_cache!r}")
@@ -197,7 +209,7 @@ def cache_mount(
     *,
     id: str,
     sharing: CacheSharing = "shared",
-    base: State | None = None,
+    base: BaseState | None = None,
     selector: str | None = None,
 ) -> Mount:
     """A persistent cache directory ``id`` at ``dest`` (Go's ``AsPersistentCacheDir``).
@@ -211,7 +223,7 @@ def cache_mount(
         raise ValueError("cache mount id must be a non-empty string")
     if sharing not in _SHARING:
         raise ValueError(f"sharing must be 'shared', 'private' or 'locked', not {sharing!r}")
-    if base is not None and not isinstance(base, State):
+    if base is not None and not isinstance(base, BaseState):
         raise TypeError(f"cache mount base must be a State, got {type(base).__name__}")
     dest = _check_dest(dest, what="mount destination")
     return Mount(dest=dest, source=base, selector=selector or "", cache_id=id, cache_sharing=sharing)
@@ -310,11 +322,11 @@ class ProxyEnv:
     def encode(self) -> bytes:
         """``pb.ProxyEnv``."""
         return (
-            _wire.str_field(1, self.http_proxy)
-            + _wire.str_field(2, self.https_proxy)
-            + _wire.str_field(3, self.ftp_proxy)
-            + _wire.str_field(4, self.no_proxy)
-            + _wire.str_field(5, self.all_proxy)
+            str_field(1, self.http_proxy)
+            + str_field(2, self.https_proxy)
+            + str_field(3, self.ftp_proxy)
+            + str_field(4, self.no_proxy)
+            + str_field(5, self.all_proxy)
         )
 
 
@@ -332,7 +344,7 @@ class CDIDevice:
 @functools.lru_cache(maxsize=64)
 def _encode_platform(p: Platform) -> bytes:
     # Every exec carries a platform and a build uses very few: encode each once.
-    return _wire.encode_platform(
+    return encode_platform(
         os=p.os,
         architecture=p.architecture,
         variant=p.variant,
@@ -387,106 +399,94 @@ class ExecOp(Vertex):
                 found = index.get(k)
                 if found is None:
                     found = index[k] = len(input_msgs)
-                    input_msgs.append(_wire.encode_input(digest, source.index))
+                    input_msgs.append(encode_input(digest, source.index))
                 input_index = found
             body = (
-                _wire.int_field(1, input_index)
-                + _wire.str_field(2, m.selector)
-                + _wire.str_field(3, m.dest)
-                + _wire.int_field(4, output)
-                + _wire.bool_field(5, m.readonly)
+                int_field(1, input_index)
+                + str_field(2, m.selector)
+                + str_field(3, m.dest)
+                + int_field(4, output)
+                + bool_field(5, m.readonly)
             )
             if m.cache_id:
-                body += _wire.int_field(6, _MOUNT_CACHE)
+                body += int_field(6, _MOUNT_CACHE)
             elif m.tmpfs:
                 # Go always sets TmpfsOpt, so an empty one is written when there is no size.
-                body += _wire.int_field(6, _MOUNT_TMPFS)
-                body += _wire.len_field(19, _wire.int_field(1, m.tmpfs_size))
+                body += int_field(6, _MOUNT_TMPFS)
+                body += len_field(19, int_field(1, m.tmpfs_size))
             if m.cache_id:
-                cache_opt = _wire.str_field(1, m.cache_id) + _wire.int_field(2, _SHARING[m.cache_sharing])
-                body += _wire.len_field(20, cache_opt)
-            body += _wire.int_field(24, _CONTENT_CACHE[m.content_cache])
-            mounts.append(_wire.len_field(2, body))
+                cache_opt = str_field(1, m.cache_id) + int_field(2, _SHARING[m.cache_sharing])
+                body += len_field(20, cache_opt)
+            body += int_field(24, _CONTENT_CACHE[m.content_cache])
+            mounts.append(len_field(2, body))
 
         secret_env: list[bytes] = []
         for s in self.secrets:
             if s.env is not None:
-                entry = _wire.str_field(1, s.id) + _wire.str_field(2, s.env) + _wire.bool_field(3, s.optional)
-                secret_env.append(_wire.len_field(5, entry))
+                entry = str_field(1, s.id) + str_field(2, s.env) + bool_field(3, s.optional)
+                secret_env.append(len_field(5, entry))
             if s.dest is not None:
                 opt = (
-                    _wire.str_field(1, s.id)
-                    + _wire.int_field(2, s.uid)
-                    + _wire.int_field(3, s.gid)
-                    + _wire.int_field(4, s.mode)
-                    + _wire.bool_field(5, s.optional)
+                    str_field(1, s.id)
+                    + int_field(2, s.uid)
+                    + int_field(3, s.gid)
+                    + int_field(4, s.mode)
+                    + bool_field(5, s.optional)
                 )
                 body = (
-                    _wire.int_field(1, -1)
-                    + _wire.str_field(3, s.dest)
-                    + _wire.int_field(6, _MOUNT_SECRET)
-                    + _wire.len_field(21, opt)
+                    int_field(1, -1) + str_field(3, s.dest) + int_field(6, _MOUNT_SECRET) + len_field(21, opt)
                 )
-                mounts.append(_wire.len_field(2, body))
+                mounts.append(len_field(2, body))
         for h in self.ssh:
             opt = (
-                _wire.str_field(1, h.id)
-                + _wire.int_field(2, h.uid)
-                + _wire.int_field(3, h.gid)
-                + _wire.int_field(4, h.mode)
-                + _wire.bool_field(5, h.optional)
+                str_field(1, h.id)
+                + int_field(2, h.uid)
+                + int_field(3, h.gid)
+                + int_field(4, h.mode)
+                + bool_field(5, h.optional)
             )
             assert h.dest is not None  # filled in when the op was built
-            body = (
-                _wire.int_field(1, -1)
-                + _wire.str_field(3, h.dest)
-                + _wire.int_field(6, _MOUNT_SSH)
-                + _wire.len_field(22, opt)
-            )
-            mounts.append(_wire.len_field(2, body))
+            body = int_field(1, -1) + str_field(3, h.dest) + int_field(6, _MOUNT_SSH) + len_field(22, opt)
+            mounts.append(len_field(2, body))
 
         meta = self.meta
         meta_msg = (
-            _wire.repeated_str(1, meta.args)
-            + _wire.repeated_str(2, meta.env_array())
-            + _wire.str_field(3, self.cwd)
-            + _wire.str_field(4, meta.user)
+            repeated_str(1, meta.args)
+            + repeated_str(2, meta.env_array())
+            + str_field(3, self.cwd)
+            + str_field(4, meta.user)
         )
         if self.proxy_env is not None:
-            meta_msg += _wire.len_field(5, self.proxy_env.encode())
+            meta_msg += len_field(5, self.proxy_env.encode())
         meta_msg += b"".join(
-            _wire.len_field(6, _wire.str_field(1, host) + _wire.str_field(2, ip))
-            for host, ip in meta.extra_hosts
+            len_field(6, str_field(1, host) + str_field(2, ip)) for host, ip in meta.extra_hosts
         )
-        meta_msg += _wire.str_field(7, meta.hostname)
+        meta_msg += str_field(7, meta.hostname)
         meta_msg += b"".join(
-            _wire.len_field(
-                9, _wire.str_field(1, u.name) + _wire.int_field(2, u.soft) + _wire.int_field(3, u.hard)
-            )
+            len_field(9, str_field(1, u.name) + int_field(2, u.soft) + int_field(3, u.hard))
             for u in meta.ulimits
         )
-        meta_msg += _wire.str_field(10, meta.cgroup_parent)
-        meta_msg += _wire.bool_field(11, True)  # removeMountStubsRecursive: Go always sets it
+        meta_msg += str_field(10, meta.cgroup_parent)
+        meta_msg += bool_field(11, True)  # removeMountStubsRecursive: Go always sets it
         if meta.valid_exit_codes:
-            meta_msg += _wire.len_field(12, b"".join(_wire.varint(c) for c in meta.valid_exit_codes))
+            meta_msg += len_field(12, b"".join(varint(c) for c in meta.valid_exit_codes))
 
         payload = (
-            _wire.len_field(1, meta_msg)
+            len_field(1, meta_msg)
             + b"".join(mounts)
-            + _wire.int_field(3, NETWORK_MODES[meta.network])
-            + _wire.int_field(4, SECURITY_MODES[meta.security])
+            + int_field(3, NETWORK_MODES[meta.network])
+            + int_field(4, SECURITY_MODES[meta.security])
             + b"".join(secret_env)
             + b"".join(
-                _wire.len_field(6, _wire.str_field(1, d.name) + _wire.bool_field(2, d.optional))
-                for d in self.cdi_devices
+                len_field(6, str_field(1, d.name) + bool_field(2, d.optional)) for d in self.cdi_devices
             )
         )
         platform = self.platform if self.platform is not None else ctx.platform
-        data = _wire.encode_op(
+        data = encode_op(
             inputs=input_msgs,
             platform=_encode_platform(platform),
             worker_filters=self.constraints.require,
-            op_field=_wire.OP_EXEC,
+            op_field=OP_EXEC,
             op_payload=payload,
         )
         caps = self._caps()
@@ -537,55 +537,9 @@ class ExecOp(Vertex):
         return f"<ExecOp {shown}>"
 
 
-_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(State))
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class ExecState(State):
-    """The result of ``State.run``: a State for the root filesystem after the command (Go's ``ExecState``).
-
-    Use it like any State (it *is* the root); :attr:`root` gives the plain
-    State, :meth:`get_mount` the final contents of another mount.
-    """
-
-    exec_op: ExecOp | None = None
-
-    @property
-    def root(self) -> State:
-        """The root filesystem after the command, as a plain State (Go's ``Root``)."""
-        return self.with_output(self.output)
-
-    def get_mount(self, dest: str) -> State:
-        """The final contents of the mount at ``dest``, as a new State (Go's ``GetMount``).
-
-        For a writable bind mount that is an output of the exec; for a read-only
-        mount it is the mounted source, unchanged.  Like Go, the State is fresh:
-        working dir ``/`` and no env.  Raises :class:`KeyError` if nothing is
-        mounted at ``dest`` and :class:`ValueError` for mounts without contents
-        to keep (cache, tmpfs, ``no_output``) — Go defers both to a marshal error
-        or returns scratch.
-        """
-        op = self.exec_op
-        if op is None:
-            raise ValueError("this ExecState has no exec op")
-        for m, output in zip(op.mounts, op.outputs, strict=True):
-            if m.dest != dest:
-                continue
-            if output >= 0:
-                return State(output=Output(op, output), platform=op.run_platform)
-            if m.readonly:
-                src = m.source
-                return State() if src is None else State(output=src.output, platform=src.platform)
-            kind = "tmpfs" if m.tmpfs else "cache" if m.cache_id else "no-output"
-            raise ValueError(f"{kind} mount at {dest} can't be used as a parent")
-        raise KeyError(f"no bind, cache or tmpfs mount at {dest!r} in this exec")
-
-    def __repr__(self) -> str:
-        return "Exec" + State.__repr__(self)
-
-
 def build_exec(
-    base: State,
+    base: BaseState,
+    meta: ExecMeta,
     args: str | Sequence[str] | None,
     *,
     shell: bool,
@@ -609,9 +563,13 @@ def build_exec(
     description: Mapping[str, str] | None,
     ignore_cache: bool,
     constraints: Constraints | None,
-) -> ExecState:
-    """``State.run``: resolve the options against ``base``'s settings and build the op (see there)."""
-    meta = base.exec_meta
+) -> tuple[ExecOp, Output | None]:
+    """The op of ``State.run`` (see there): the options resolved against ``base`` and its settings ``meta``.
+
+    ``base`` is the State the command runs on (its root mount); returns the op
+    and the output holding the root filesystem after the command: an output of
+    the op, or ``base.output`` itself for a read-only root.
+    """
     if args is not None:
         if shell:
             if not isinstance(args, str):
@@ -712,10 +670,4 @@ def build_exec(
         inputs=tuple(dict.fromkeys(s for s in sources if s is not None)),
     )
     root = op.outputs[[m.dest for m in op.mounts].index("/")]
-    root_output = base.output if root < 0 else Output(op, root)
-    # Like Go, the result keeps the settings of the State run() was called on, not the run options.
-    values = {f: getattr(base, f) for f in _STATE_FIELDS}
-    values["output"] = root_output
-    if run_platform is not None and root >= 0:
-        values["platform"] = run_platform  # Go: the root output carries the run option's platform
-    return ExecState(**values, exec_op=op)
+    return op, base.output if root < 0 else Output(op, root)

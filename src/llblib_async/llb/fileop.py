@@ -6,6 +6,9 @@ function starts a :class:`FileAction`, each method appends one, and
 *k* works on the result of action *k-1*.  Go's defaults that differ from proto
 zero are kept: ``timestamp = -1`` ("don't touch"; 0 would mean the epoch) and
 copy ``mode = -1`` ("keep"; 0 would mean ``chmod 000``).
+
+:mod:`.state` builds on this module, so a copy source is checked and read (its
+output and working dir) as a :class:`~.vertex.BaseState`, which every State is.
 """
 
 from __future__ import annotations
@@ -14,13 +17,22 @@ import datetime
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
-from . import _paths, _wire
-from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, follow_input
-
-if TYPE_CHECKING:
-    from .state import State
+from .._wire.protobuf import (
+    WIRE_VARINT,
+    bool_field,
+    bytes_field,
+    int_field,
+    key,
+    len_field,
+    repeated_str,
+    str_field,
+    varint,
+)
+from . import _paths
+from ._encode import OP_FILE, encode_input, encode_op
+from .vertex import BaseState, Constraints, MarshalContext, OpMetadata, Output, Vertex, follow_input
 
 __all__ = ["FileAction", "FileOp", "Owner", "copy", "mkdir", "mkfile", "rm", "symlink"]
 
@@ -53,8 +65,8 @@ class _User:
     def encode(self, base: int) -> bytes:
         # UserOpt is a oneof: byID is written even when 0 (root).
         if self.name:
-            return _wire.len_field(1, _wire.str_field(1, self.name) + _wire.int_field(2, base))
-        return _wire.key(2, _wire.WIRE_VARINT) + _wire.varint(self.uid)
+            return len_field(1, str_field(1, self.name) + int_field(2, base))
+        return key(2, WIRE_VARINT) + varint(self.uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +77,9 @@ class _Chown:
     def encode(self, base: int) -> bytes:
         out = b""
         if self.user is not None:
-            out += _wire.len_field(1, self.user.encode(base))
+            out += len_field(1, self.user.encode(base))
         if self.group is not None:
-            out += _wire.len_field(2, self.group.encode(base))
+            out += len_field(2, self.group.encode(base))
         return out
 
 
@@ -103,7 +115,7 @@ def _parse_owner(owner: Owner | None) -> _Chown | None:
 
 
 def _encode_owner(field: int, owner: _Chown | None, base: int) -> bytes:
-    return b"" if owner is None else _wire.len_field(field, owner.encode(base))
+    return b"" if owner is None else len_field(field, owner.encode(base))
 
 
 # --- argument checks -----------------------------------------------------------------------------
@@ -155,13 +167,13 @@ class _Mkdir:
     timestamp: int
 
     def encode(self, parent: str, base: int) -> bytes:
-        return _wire.len_field(
+        return len_field(
             _ACTION_MKDIR,
-            _wire.str_field(1, _paths.normalize_path(parent, self.path, keep_slash=False))
-            + _wire.int_field(2, self.mode)
-            + _wire.bool_field(3, self.parents)
+            str_field(1, _paths.normalize_path(parent, self.path, keep_slash=False))
+            + int_field(2, self.mode)
+            + bool_field(3, self.parents)
             + _encode_owner(4, self.owner, base)
-            + _wire.int_field(5, self.timestamp),
+            + int_field(5, self.timestamp),
         )
 
     def describe(self) -> str:
@@ -177,13 +189,13 @@ class _Mkfile:
     timestamp: int
 
     def encode(self, parent: str, base: int) -> bytes:
-        return _wire.len_field(
+        return len_field(
             _ACTION_MKFILE,
-            _wire.str_field(1, _paths.normalize_path(parent, self.path, keep_slash=False))
-            + _wire.int_field(2, self.mode)
-            + _wire.bytes_field(3, self.data)
+            str_field(1, _paths.normalize_path(parent, self.path, keep_slash=False))
+            + int_field(2, self.mode)
+            + bytes_field(3, self.data)
             + _encode_owner(4, self.owner, base)
-            + _wire.int_field(5, self.timestamp),
+            + int_field(5, self.timestamp),
         )
 
     def describe(self) -> str:
@@ -197,11 +209,11 @@ class _Rm:
     allow_wildcard: bool
 
     def encode(self, parent: str, base: int) -> bytes:
-        return _wire.len_field(
+        return len_field(
             _ACTION_RM,
-            _wire.str_field(1, _paths.normalize_path(parent, self.path, keep_slash=False))
-            + _wire.bool_field(2, self.allow_not_found)
-            + _wire.bool_field(3, self.allow_wildcard),
+            str_field(1, _paths.normalize_path(parent, self.path, keep_slash=False))
+            + bool_field(2, self.allow_not_found)
+            + bool_field(3, self.allow_wildcard),
         )
 
     def describe(self) -> str:
@@ -217,12 +229,12 @@ class _Symlink:
 
     def encode(self, parent: str, base: int) -> bytes:
         # Go sends both paths verbatim (no working-dir resolution) for symlinks.
-        return _wire.len_field(
+        return len_field(
             _ACTION_SYMLINK,
-            _wire.str_field(1, self.target)
-            + _wire.str_field(2, self.link)
+            str_field(1, self.target)
+            + str_field(2, self.link)
             + _encode_owner(3, self.owner, base)
-            + _wire.int_field(4, self.timestamp),
+            + int_field(4, self.timestamp),
         )
 
     def describe(self) -> str:
@@ -256,24 +268,24 @@ class _Copy:
             mode, mode_str = 0, self.mode
         else:
             mode, mode_str = self.mode, ""
-        return _wire.len_field(
+        return len_field(
             _ACTION_COPY,
-            _wire.str_field(1, _paths.copy_source_path(self.src_dir, self.src_path))
-            + _wire.str_field(2, _paths.normalize_path(parent, self.dest_path, keep_slash=True))
+            str_field(1, _paths.copy_source_path(self.src_dir, self.src_path))
+            + str_field(2, _paths.normalize_path(parent, self.dest_path, keep_slash=True))
             + _encode_owner(3, self.owner, base)
-            + _wire.int_field(4, mode)
-            + _wire.bool_field(5, self.follow_symlinks)
-            + _wire.bool_field(6, self.contents_only)
-            + _wire.bool_field(7, self.attempt_unpack)
-            + _wire.bool_field(8, self.create_dest_path)
-            + _wire.bool_field(9, self.allow_wildcard)
-            + _wire.bool_field(10, self.allow_empty_wildcard)
-            + _wire.int_field(11, self.timestamp)
-            + _wire.repeated_str(12, self.include)
-            + _wire.repeated_str(13, self.exclude)
-            + _wire.bool_field(14, self.always_replace_existing_dest_paths)
-            + _wire.str_field(15, mode_str)
-            + _wire.repeated_str(16, self.required_paths),
+            + int_field(4, mode)
+            + bool_field(5, self.follow_symlinks)
+            + bool_field(6, self.contents_only)
+            + bool_field(7, self.attempt_unpack)
+            + bool_field(8, self.create_dest_path)
+            + bool_field(9, self.allow_wildcard)
+            + bool_field(10, self.allow_empty_wildcard)
+            + int_field(11, self.timestamp)
+            + repeated_str(12, self.include)
+            + repeated_str(13, self.exclude)
+            + bool_field(14, self.always_replace_existing_dest_paths)
+            + str_field(15, mode_str)
+            + repeated_str(16, self.required_paths),
         )
 
     def describe(self) -> str:
@@ -339,7 +351,7 @@ class FileAction:
 
     def copy(
         self,
-        src_state: State,
+        src_state: BaseState,
         src_path: str,
         dest_path: str,
         *,
@@ -478,7 +490,7 @@ def symlink(
 
 
 def copy(
-    src_state: State,
+    src_state: BaseState,
     src_path: str,
     dest_path: str,
     *,
@@ -507,9 +519,7 @@ def copy(
     archives like Dockerfile ``ADD``.  ``mode`` is an int (``0o755``), a chmod
     string (``"u+x"``, needs BuildKit ≥ 0.17) or ``None`` to keep source modes.
     """
-    from .state import State  # runtime import: state.py imports this module
-
-    if not isinstance(src_state, State):
+    if not isinstance(src_state, BaseState):
         raise TypeError(f"copy source must be a State, got {type(src_state).__name__}")
     if mode is not None and not isinstance(mode, str):
         if isinstance(mode, bool) or not isinstance(mode, int):
@@ -604,7 +614,7 @@ class FileOp(Vertex):
             i = index.get(k)
             if i is None:
                 i = index[k] = len(input_msgs)
-                input_msgs.append(_wire.encode_input(digest, out.index))
+                input_msgs.append(encode_input(digest, out.index))
             return i
 
         base = -1
@@ -619,20 +629,20 @@ class FileOp(Vertex):
         last = len(self.actions) - 1
         # FileOp.actions is field 2 (field 1 is reserved in ops.proto).
         actions = b"".join(
-            _wire.len_field(
+            len_field(
                 2,
-                _wire.int_field(1, base if k == 0 else n_inputs + k - 1)
-                + _wire.int_field(2, secondaries[k])
-                + _wire.int_field(3, 0 if k == last else -1)
+                int_field(1, base if k == 0 else n_inputs + k - 1)
+                + int_field(2, secondaries[k])
+                + int_field(3, 0 if k == last else -1)
                 + spec.encode(self.base_dir, base),
             )
             for k, spec in enumerate(self.actions)
         )
-        data = _wire.encode_op(
+        data = encode_op(
             inputs=input_msgs,
             platform=None,
             worker_filters=self.constraints.require,
-            op_field=_wire.OP_FILE,
+            op_field=OP_FILE,
             op_payload=actions,
         )
         # Go's FileOp only ever records file.base: its per-action addCaps loop runs over an empty

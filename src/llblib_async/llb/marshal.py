@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .._pb import pb
-from . import _wire
+from ._encode import encode_definition, encode_terminal
 from .platform import Platform, default_platform
 from .state import State
 from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled, follow
@@ -75,7 +75,7 @@ class Definition:
         """The serialized ``pb.Definition`` with Go-deterministic field and map order."""
         if not self.ops:
             return b""
-        return _wire.encode_definition(
+        return encode_definition(
             ops=self.ops,
             metadata={d: m.encode() for d, m in self.metadata.items()},
             locations=self.digests[:-1],
@@ -160,7 +160,7 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
                 digests.append(dgst)
 
     head_digest = root._memo[key].digest
-    terminal = _wire.encode_terminal(head_digest, head.index)
+    terminal = encode_terminal(head_digest, head.index)
     terminal_digest = "sha256:" + hashlib.sha256(terminal).hexdigest()
     caps = set(_TERMINAL_CAPS)
     for meta in metadata.values():

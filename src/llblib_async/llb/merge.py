@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from . import _wire
+from .._wire.protobuf import int_field, len_field
+from ._encode import OP_MERGE, encode_op
 from .state import State, scratch
 from .vertex import Constraints, MarshalContext, OpMetadata, Output, Vertex, op_constraints
 
@@ -33,13 +34,13 @@ class MergeOp(Vertex):
     def _encode(self, ctx: MarshalContext) -> tuple[bytes, OpMetadata]:
         # Go gives every input its own op.inputs entry, even a repeated one.
         input_msgs = [ctx.input_bytes(out) for out in self.inputs]
-        payload = b"".join(_wire.len_field(1, _wire.int_field(1, i)) for i in range(len(self.inputs)))
+        payload = b"".join(len_field(1, int_field(1, i)) for i in range(len(self.inputs)))
         # A merge is not platform specific: Go clears Op.platform.
-        data = _wire.encode_op(
+        data = encode_op(
             inputs=input_msgs,
             platform=None,
             worker_filters=self.constraints.require,
-            op_field=_wire.OP_MERGE,
+            op_field=OP_MERGE,
             op_payload=payload,
         )
         return data, self.constraints.metadata((_CAP_MERGE,))

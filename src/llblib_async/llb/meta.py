@@ -22,10 +22,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias, cast
-
-if TYPE_CHECKING:
-    from typing import Self
+from typing import TYPE_CHECKING, Literal, NamedTuple, Self, TypeAlias, cast
 
 __all__ = [
     "ExecMeta",

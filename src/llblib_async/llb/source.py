@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from . import _wire
+from .._fsutil.walk import FilterOptions, walk
+from .._wire.protobuf import str_field, str_map
+from ._encode import OP_SOURCE, encode_op, encode_platform
 from .platform import Platform
 from .reference import InvalidReferenceError, normalize_image_ref
 from .state import State
@@ -77,19 +79,19 @@ class SourceOp(Vertex):
         platform_bytes = None
         if _platform_specific(self.identifier):
             p = self.platform if self.platform is not None else ctx.platform
-            platform_bytes = _wire.encode_platform(
+            platform_bytes = encode_platform(
                 os=p.os,
                 architecture=p.architecture,
                 variant=p.variant,
                 os_version=p.os_version,
                 os_features=p.os_features,
             )
-        payload = _wire.str_field(1, self.identifier) + _wire.str_map(2, dict(self.attrs))
-        data = _wire.encode_op(
+        payload = str_field(1, self.identifier) + str_map(2, dict(self.attrs))
+        data = encode_op(
             inputs=(),
             platform=platform_bytes,
             worker_filters=self.constraints.require,
-            op_field=_wire.OP_SOURCE,
+            op_field=OP_SOURCE,
             op_payload=payload,
         )
         return data, self.constraints.metadata(self.caps)
@@ -322,8 +324,6 @@ def local_content_digest(
     are not read, so this costs one ``lstat`` per entry. Raises ``OSError`` if the
     directory can't be walked.
     """
-    from .._fsutil.walk import FilterOptions, walk  # the sans-IO builder needs it only here
-
     root = os.path.abspath(os.fspath(path))
     opts = FilterOptions(
         include_patterns=list(include) or None,

@@ -5,30 +5,35 @@ it is called on, so States can be shared freely between coroutines and reused
 as bases for many branches.  Settings that do not produce ops (working dir,
 platform, and the exec settings env, user, args… of :mod:`.meta`) live on the
 State itself, not on the ops.
+
+This module builds on the op modules: ``run`` on :mod:`.exec`, ``file`` and its
+shorthands on :mod:`.fileop`.  These take States as arguments (copy and mount
+sources) without importing this module: they read them as
+:class:`~.vertex.BaseState`, the base class holding ``output``, ``working_dir``
+and ``platform``.  :class:`ExecState`, the result of ``run``, is a State, so it
+is defined here too.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Self
+from dataclasses import dataclass, fields, replace
+from typing import Self
 
 from . import _paths
+from .exec import CDIDevice, ExecOp, MountSpec, ProxyEnv, build_exec
 from .fileop import FileAction, FileOp, Owner, copy, mkdir, mkfile, rm, symlink
 from .image_config import ImageConfig
 from .meta import NO_EXEC_META, ExecMeta, ExecSettings, NetworkMode, SecurityMode, Ulimit
 from .platform import Platform
-from .vertex import Constraints, Output
+from .vertex import BaseState, Constraints, Output
 
-if TYPE_CHECKING:
-    from .exec import CDIDevice, ExecState, MountSpec, ProxyEnv
-
-__all__ = ["State", "scratch"]
+__all__ = ["ExecState", "State", "scratch"]
 
 
 @dataclass(frozen=True, slots=True)
-class State(ExecSettings):
+class State(BaseState, ExecSettings):
     """A node of the build graph as seen by the user: ``output`` (``None`` = scratch) + settings.
 
     ``working_dir`` resolves relative paths of file ops (Go's ``Dir``, default
@@ -40,9 +45,7 @@ class State(ExecSettings):
     Two States are equal when they point at the same output with the same settings.
     """
 
-    output: Output | None = None
-    working_dir: str = "/"
-    platform: Platform | None = None
+    # output, working_dir and platform are the fields of BaseState, in that order.
     exec_meta: ExecMeta = NO_EXEC_META
     image_config: ImageConfig | None = None
 
@@ -137,10 +140,9 @@ class State(ExecSettings):
         after the command, keeping this State's settings; its ``get_mount(dest)``
         gives the other writable mounts.
         """
-        from .exec import build_exec  # exec.py builds on State: imported late to avoid a cycle
-
-        return build_exec(
+        op, root = build_exec(
             self,
+            self.exec_meta,
             args,
             shell=shell,
             env=env,
@@ -164,6 +166,14 @@ class State(ExecSettings):
             ignore_cache=ignore_cache,
             constraints=constraints,
         )
+        # Like Go, the result keeps the settings of the State run() was called on, not the run
+        # options, except that an output of the op carries the run option's platform (Go's root
+        # output does; a read-only root is this State's output).
+        values = {f: getattr(self, f) for f in _STATE_FIELDS}
+        values["output"] = root
+        if op.run_platform is not None and root is not None and root.vertex is op:
+            values["platform"] = op.run_platform
+        return ExecState(**values, exec_op=op)
 
     # --- file operations ----------------------------------------------------------------------
 
@@ -301,6 +311,53 @@ class State(ExecSettings):
             op += f"[{self.output.index}]"
         extra = f", platform={self.platform}" if self.platform is not None else ""
         return f"State({op}, dir={self.working_dir!r}{extra})"
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(State))
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ExecState(State):
+    """The result of ``State.run``: a State for the root filesystem after the command (Go's ``ExecState``).
+
+    Use it like any State (it *is* the root); :attr:`root` gives the plain
+    State, :meth:`get_mount` the final contents of another mount.
+    """
+
+    exec_op: ExecOp | None = None
+
+    @property
+    def root(self) -> State:
+        """The root filesystem after the command, as a plain State (Go's ``Root``)."""
+        return self.with_output(self.output)
+
+    def get_mount(self, dest: str) -> State:
+        """The final contents of the mount at ``dest``, as a new State (Go's ``GetMount``).
+
+        For a writable bind mount that is an output of the exec; for a read-only
+        mount it is the mounted source, unchanged.  Like Go, the State is fresh:
+        working dir ``/`` and no env.  Raises :class:`KeyError` if nothing is
+        mounted at ``dest`` and :class:`ValueError` for mounts without contents
+        to keep (cache, tmpfs, ``no_output``) — Go defers both to a marshal error
+        or returns scratch.
+        """
+        op = self.exec_op
+        if op is None:
+            raise ValueError("this ExecState has no exec op")
+        for m, output in zip(op.mounts, op.outputs, strict=True):
+            if m.dest != dest:
+                continue
+            if output >= 0:
+                return State(output=Output(op, output), platform=op.run_platform)
+            if m.readonly:
+                src = m.source
+                return State() if src is None else State(output=src.output, platform=src.platform)
+            kind = "tmpfs" if m.tmpfs else "cache" if m.cache_id else "no-output"
+            raise ValueError(f"{kind} mount at {dest} can't be used as a parent")
+        raise KeyError(f"no bind, cache or tmpfs mount at {dest!r} in this exec")
+
+    def __repr__(self) -> str:
+        return "Exec" + State.__repr__(self)
 
 
 _SCRATCH = State()

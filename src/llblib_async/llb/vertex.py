@@ -1,6 +1,6 @@
 """The LLB graph: vertices, their outputs, per-op constraints/metadata and memoised marshaling.
 
-Every op kind (source, file, and later exec, merge, diff…) is a :class:`Vertex`
+Every op kind (source, file, exec, merge, diff…) is a :class:`Vertex`
 subclass implementing two hooks:
 
 * ``_inputs()`` — the outputs it depends on, in the order Go's ``Vertex.Inputs()``
@@ -9,7 +9,7 @@ subclass implementing two hooks:
   It is called only after all inputs are marshaled, so it can read their digests
   with :meth:`MarshalContext.input_bytes` without recursing.  Ops keep their
   :class:`Constraints`; ``constraints.require`` goes into the op bytes
-  (``_wire.encode_op(worker_filters=…)``), ``constraints.metadata(caps)`` is the
+  (``_encode.encode_op(worker_filters=…)``), ``constraints.metadata(caps)`` is the
   metadata.
 
 Lazy vertices (``llb.lazy``) are *indirect*: they stand for an output resolved
@@ -19,6 +19,10 @@ later, and every graph walk goes through :func:`follow` to reach the real op.
 ops) and memoises each vertex's bytes, digest and metadata per marshal context,
 so shared subgraphs are encoded once and later marshals of a bigger graph stop at
 already-encoded vertices.
+
+:class:`BaseState` is the part of a State the op builders read (output, working
+dir, platform).  It lives here, under :mod:`.fileop` and :mod:`.exec`, so that
+those modules can take States as arguments while :mod:`.state` builds on them.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from . import _wire
+from ._encode import encode_input, encode_op_metadata
 from .platform import Platform
 
 __all__ = [
     "NO_CONSTRAINTS",
+    "BaseState",
     "Constraints",
     "MarshalContext",
     "OpMetadata",
@@ -98,7 +103,7 @@ class OpMetadata:
     def encode(self) -> bytes:
         """Go-deterministic ``pb.OpMetadata`` bytes (maps sorted)."""
         pg = self.progress_group
-        return _wire.encode_op_metadata(
+        return encode_op_metadata(
             ignore_cache=self.ignore_cache,
             description=dict(self.description),
             export_cache=self.export_cache,
@@ -280,7 +285,7 @@ class MarshalContext:
         """The encoded ``pb.Input`` that refers to ``output`` (followed through lazy vertices)."""
         if output.vertex._indirect:
             output = follow_input(output, self)
-        return _wire.encode_input(output.vertex._memo[self.key].digest, output.index)
+        return encode_input(output.vertex._memo[self.key].digest, output.index)
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -322,6 +327,22 @@ class Output:
 
     vertex: Vertex
     index: int = 0
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class BaseState:
+    """The fields of a :class:`~llblib_async.llb.State` that op builders read; ``State`` is its only subclass.
+
+    ``State`` builds on the op modules (``run``, ``file``, ``copy``…), which in
+    turn take States as arguments: a copy source (:mod:`.fileop`), a mount
+    source or an exec's root (:mod:`.exec`).  They check and read those through
+    this base, defined below them, so the imports go one way.  Build States, not
+    instances of this class.
+    """
+
+    output: Output | None = None
+    working_dir: str = "/"
+    platform: Platform | None = None
 
 
 def follow(output: Output, ctx: MarshalContext) -> Output | None:

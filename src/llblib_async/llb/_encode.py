@@ -1,107 +1,30 @@
-"""Hand-written protobuf wire encoding that reproduces Go's deterministic marshal.
+"""The LLB messages every op shares, encoded by hand as Go's deterministic marshal writes them.
 
 BuildKit re-marshals every op with protobuf-go (``Deterministic: true``) and
 re-hashes it, so the digests shown in progress, errors and history are those of
 Go's bytes.  Two rules differ from betterproto2's output (spec §7.2): fields of a
 ``oneof`` are written *after* all regular fields, and map entries are sorted by
-key.  Everything else is plain proto3: zero scalars and empty strings are
-omitted, a set sub-message is written even when empty, a ``oneof`` scalar is
-written even when zero, negative ``int32``/``int64`` are 10-byte varints, and map
-entries always carry both key and value.
+key.  Everything else is plain proto3, as the field encoders of
+:mod:`llblib_async._wire.protobuf` (the one varint codec of the library) write
+it: zero scalars and empty strings are omitted, a set sub-message is written
+even when empty, a ``oneof`` scalar is written even when zero, negative
+``int32``/``int64`` are 10-byte varints, and map entries always carry both key
+and value.
 
-This module only knows the wire format and the messages shared by every op
-(``Op``, ``Input``, ``Platform``, ``OpMetadata``, ``Definition``); op-specific
-payloads are encoded next to the op that owns them.  It works on ``bytes`` and
-plain values so that marshaling 10k-50k-op graphs stays cheap (no intermediate
-message objects).
+This module only knows the messages shared by every op (``Op``, ``Input``,
+``Platform``, ``OpMetadata``, ``Definition``) and the ``Op.op`` field numbers;
+op-specific payloads are encoded next to the op that owns them, with the field
+encoders of :mod:`llblib_async._wire.protobuf`.  It works on ``bytes`` and plain
+values so that marshaling 10k-50k-op graphs stays cheap (no intermediate message
+objects).  Named ``_encode`` rather than ``_wire`` so that it is not mistaken for
+the top-level :mod:`llblib_async._wire` package it builds on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-WIRE_VARINT = 0
-WIRE_LEN = 2
-
-_U64 = 1 << 64
-
-
-def _encode_varint(value: int) -> bytes:
-    if value < 0:
-        value += _U64
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Tags, lengths, small ints and -1 (Go's "unset" for timestamps, modes, indices) dominate what
-# marshaling encodes; looking them up is several times faster than re-encoding them.
-_CACHE: dict[int, bytes] = {i: _encode_varint(i) for i in range(-1, 1 << 14)}
-
-
-def varint(value: int) -> bytes:
-    """Encode ``value`` as a base-128 varint; negatives as 64-bit two's complement."""
-    cached = _CACHE.get(value)
-    return cached if cached is not None else _encode_varint(value)
-
-
-def key(field: int, wire_type: int) -> bytes:
-    """The tag that starts a field."""
-    return varint((field << 3) | wire_type)
-
-
-def len_field(field: int, payload: bytes) -> bytes:
-    """A length-delimited field (string, bytes or sub-message), written even if empty."""
-    return key(field, WIRE_LEN) + varint(len(payload)) + payload
-
-
-def bytes_field(field: int, value: bytes) -> bytes:
-    """A proto3 ``bytes`` field: omitted when empty."""
-    return len_field(field, value) if value else b""
-
-
-def str_field(field: int, value: str) -> bytes:
-    """A proto3 ``string`` field: omitted when empty."""
-    return len_field(field, value.encode()) if value else b""
-
-
-def int_field(field: int, value: int) -> bytes:
-    """A proto3 ``int32``/``int64``/``uint32`` field: omitted when zero."""
-    return key(field, WIRE_VARINT) + varint(value) if value else b""
-
-
-def bool_field(field: int, value: bool) -> bytes:
-    """A proto3 ``bool`` field: omitted when false."""
-    return key(field, WIRE_VARINT) + b"\x01" if value else b""
-
-
-def repeated_str(field: int, values: Iterable[str]) -> bytes:
-    """A ``repeated string`` field (strings are never packed)."""
-    return b"".join(len_field(field, v.encode()) for v in values)
-
-
-def str_map(field: int, mapping: Mapping[str, str]) -> bytes:
-    """A ``map<string,string>`` with entries sorted by key, as Go's deterministic marshal does."""
-    return b"".join(
-        len_field(field, len_field(1, k.encode()) + len_field(2, mapping[k].encode()))
-        for k in sorted(mapping)
-    )
-
-
-def bool_map(field: int, mapping: Mapping[str, bool]) -> bytes:
-    """A ``map<string,bool>`` with entries sorted by key (value ``false`` still written)."""
-    return b"".join(
-        len_field(
-            field, len_field(1, k.encode()) + key(2, WIRE_VARINT) + (b"\x01" if mapping[k] else b"\x00")
-        )
-        for k in sorted(mapping)
-    )
-
-
-# --- messages shared by every op -----------------------------------------------------------------
+from .._wire.protobuf import bool_field, int_field, len_field, repeated_str, str_field, str_map
 
 # pb.Op field numbers of the ``op`` oneof.
 OP_EXEC = 2

@@ -2,7 +2,7 @@
 
 :func:`to_yaml` renders one YAML sequence item per state/definition::
 
-    print(llb.to_yaml(st, other, redact=llb.yaml.MACHINE_DEPENDENT_KEYS))
+    print(llb.to_yaml(st, other, redact=llb.graph_yaml.MACHINE_DEPENDENT_KEYS))
 
 The tree is built from the *marshaled* ops (decoded ``pb.Op`` messages), never
 from Python builder objects, so every op kind BuildKit knows renders the same
