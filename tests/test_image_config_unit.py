@@ -31,7 +31,6 @@ from llblib_async.errors import RegistryError
 from llblib_async.llb import config_ops as co
 from llblib_async.llb.image_config import (
     ZERO_TIME,
-    CachingResolver,
     ContainerConfig,
     HealthCheck,
     History,
@@ -40,10 +39,10 @@ from llblib_async.llb.image_config import (
     RunConfig,
     format_epoch,
     go_json,
-    resolve_image_config,
     shell_join,
     source_date_epoch,
 )
+from llblib_async.llb.image_resolver import CachingResolver, resolve_image_config
 from llblib_async.registry import RegistryResolver, split_reference
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "image_config"

@@ -29,18 +29,9 @@ import yaml as pyyaml
 
 from llblib_async import llb
 from llblib_async._pb import pb
-from llblib_async.llb.graph_yaml import (
-    MACHINE_DEPENDENT_KEYS,
-    YamlAlias,
-    YamlMap,
-    YamlScalar,
-    YamlSeq,
-    emit,
-    to_plain,
-    to_yaml,
-    to_yaml_nodes,
-    to_yaml_tree,
-)
+from llblib_async.llb.graph_yaml import MACHINE_DEPENDENT_KEYS, to_yaml, to_yaml_nodes, to_yaml_tree
+from llblib_async.llb.yaml_emitter import emit
+from llblib_async.llb.yaml_nodes import YamlAlias, YamlMap, YamlScalar, YamlSeq, to_plain
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "yaml"
 UPDATE = os.environ.get("LLBLIB_UPDATE_GOLDEN") == "1"

@@ -54,18 +54,15 @@ from .git import GitURLError, git
 from .graph_yaml import to_yaml, to_yaml_tree
 from .http import http
 from .image_config import (
-    CachingResolver,
     ContainerConfig,
     HealthCheck,
     History,
     ImageConfig,
     ImageConfigError,
-    ImageConfigResolver,
-    ResolvedImageConfig,
     RootFS,
     RunConfig,
-    resolve_image_config,
 )
+from .image_resolver import CachingResolver, ImageConfigResolver, ResolvedImageConfig, resolve_image_config
 from .marshal import Definition, digest, marshal
 from .merge import merge
 from .meta import Ulimit, shlex_split

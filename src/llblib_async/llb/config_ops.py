@@ -48,13 +48,12 @@ from .image_config import (
     History,
     ImageConfig,
     ImageConfigError,
-    ImageConfigResolver,
     RootFS,
     RunConfig,
     go_json,
-    resolve_image_config,
     shell_join,
 )
+from .image_resolver import ImageConfigResolver, resolve_image_config
 from .marshal import Definition, digest, marshal
 from .merge import merge as _llb_merge
 from .platform import Platform, default_platform
