@@ -36,7 +36,6 @@ import grpclib.client
 import grpclib.server
 import pytest
 from grpclib.const import Cardinality, Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 import llblib_async
@@ -45,6 +44,7 @@ from llblib_async._pb.moby.sshforward import v1 as ssh_pb
 from llblib_async.attachables import ForwardedSocket, SocketForwards, SSHAgent, SSHForwardService
 from llblib_async.attachables.sockets import CHECK_AGENT_METHOD, FORWARD_AGENT_METHOD
 from llblib_async.testing import BuildkitDaemon
+from llblib_async.testing.attachable_server import serve_attachable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -172,21 +172,6 @@ async def _echo_server(kind: str, tmp_path: Path) -> AsyncIterator[tuple[str, li
         await server.wait_closed()
 
 
-@asynccontextmanager
-async def _serve(tmp_path: Path, service: SSHForwardService) -> AsyncIterator[grpclib.client.Channel]:
-    """The attachable on a plain grpclib server; the channel plays the daemon."""
-    path = str(tmp_path / "grpc.sock")
-    server = grpclib.server.Server([service], codec=ProtoCodec())
-    await server.start(path=path)
-    channel = grpclib.client.Channel(path=path, codec=ProtoCodec())
-    try:
-        yield channel
-    finally:
-        channel.close()
-        server.close()
-        await server.wait_closed()
-
-
 async def _check(channel: grpclib.client.Channel, fid: str) -> None:
     async with channel.request(
         CHECK_AGENT_METHOD, Cardinality.UNARY_UNARY, ssh_pb.CheckAgentRequest, ssh_pb.CheckAgentResponse
@@ -271,7 +256,7 @@ async def test_ssh_agent_defaults_to_ssh_auth_sock(monkeypatch: pytest.MonkeyPat
 async def test_check_agent_and_undeclared_ids(tmp_path: Path) -> None:
     service = SocketForwards({"default": tmp_path / "nothing.sock", "db": "tcp://127.0.0.1:9"})
     with anyio.fail_after(20):
-        async with _serve(tmp_path, service) as channel:
+        async with serve_attachable(service, tmp_path / "grpc.sock") as channel:
             await _check(channel, "")  # "" is "default"
             await _check(channel, "db")
             with pytest.raises(GRPCError) as err:
@@ -304,7 +289,7 @@ async def test_daemon_reset_drops_the_target_connection(tmp_path: Path) -> None:
     service = SocketForwards({"idle": tmp_path / "idle.sock"})
     try:
         with anyio.fail_after(20):
-            async with _serve(tmp_path, service) as channel:
+            async with serve_attachable(service, tmp_path / "grpc.sock") as channel:
                 stream = channel.request(
                     FORWARD_AGENT_METHOD,
                     Cardinality.STREAM_STREAM,
@@ -347,7 +332,7 @@ async def test_splice_half_closes_both_ways(tmp_path: Path) -> None:
     service = SocketForwards({"a": tmp_path / "a.sock", "b": f"tcp://127.0.0.1:{port}"})
     try:
         with anyio.fail_after(20):
-            async with _serve(tmp_path, service) as channel:
+            async with serve_attachable(service, tmp_path / "grpc.sock") as channel:
                 reply = await _forward(channel, "a", [b"x" * 100_000, b"y" * 5])
                 assert reply == b"got 100005 bytes"
                 assert got == [b"x" * 100_000 + b"y" * 5]
