@@ -101,6 +101,11 @@ class Request:
             cache_imports=tuple(options.get("cache_imports", ())),
         )
 
+    @property
+    def image_config(self) -> llb.ImageConfig | None:
+        """The State's image config (``None`` for a Definition or a State without one)."""
+        return self.state.image_config if self.state is not None else None
+
     async def marshal(self) -> llb.Definition:
         """The request's Definition (marshalling the State, resolving lazy parts, now)."""
         if self.definition is not None:

@@ -123,9 +123,8 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     assert response is not None
     await cache.finish(response.exporter_response)
     exporter_response = dict(response.exporter_response)
-    image_config = request.state.image_config if request.state is not None else None
-    if image_config is not None:
-        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, image_config.to_json().decode())
+    if request.image_config is not None:
+        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
     return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
 
 

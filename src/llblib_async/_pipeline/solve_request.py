@@ -43,8 +43,7 @@ def solve_request(
     request: Request, *, ref: str, session_id: str, cache: CachePlan, is_moby: bool
 ) -> control.SolveRequest:
     """The ``Control.Solve`` call that opens ``request``'s gateway build ``ref``."""
-    image_config = request.state.image_config if request.state is not None else None
-    exporters = [exporter_pb(e, image_config) for e in request.exports]
+    exporters = [exporter_pb(e, request.image_config) for e in request.exports]
     message = control.SolveRequest(
         ref=ref,
         session=session_id,
