@@ -138,6 +138,10 @@ class PatternError(BuildKitError, ValueError):
         self.patterns = list(patterns)
 
 
+class DockerfileError(BuildKitError, ValueError):
+    """An argument of ``llb.dockerfile`` is unusable; the message names it and says why."""
+
+
 class SessionClosedError(BuildKitError, RuntimeError):
     """The session was closed (its ``async with`` block left) before or while a request ran."""
 

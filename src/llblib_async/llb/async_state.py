@@ -97,6 +97,8 @@ class LazyVertex(Vertex):
     """
 
     _indirect: ClassVar[bool] = True
+    # Go memoises failures (CacheError); frontend States retry instead.
+    _memoise_failures: ClassVar[bool] = True
 
     fn: LazyFn
     label: str
@@ -152,17 +154,22 @@ class LazyVertex(Vertex):
 
     async def _run(self, ctx: MarshalContext) -> State:
         try:
-            state = await self.fn(LazyContext(platform=ctx.platform))
+            state = await self._produce(ctx)
             if not isinstance(state, State):
                 raise TypeError(f"{self!r}: the coroutine returned {type(state).__name__}, not an llb.State")
             if state.output is not None and state.output.vertex is self:
                 raise ValueError(f"{self!r}: the coroutine returned the lazy State itself")
         except Exception as exc:
             # Failures are memoised like Go's async states (CacheError); cancellation is not an Exception.
-            self._results[ctx.key] = exc
+            if self._memoise_failures:
+                self._results[ctx.key] = exc
             raise
         self._results[ctx.key] = state
         return state
+
+    async def _produce(self, ctx: MarshalContext) -> State:
+        """The State this vertex stands for in ``ctx`` (subclasses compute it otherwise)."""
+        return await self.fn(LazyContext(platform=ctx.platform))
 
     def __repr__(self) -> str:
         return f"<LazyVertex {self.label}>"

@@ -10,7 +10,9 @@ caps plus ``meta.*`` caps for features any op uses.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -21,7 +23,27 @@ from .platform import Platform, default_platform
 from .state import State
 from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled, follow
 
-__all__ = ["Definition", "digest", "marshal"]
+__all__ = ["Definition", "digest", "marshal", "marshal_scope"]
+
+# Marshal results of graphs that depend on a session (frontend results name the
+# session's local directories) are memoised per scope; the request pipeline sets the
+# session id. Outside a session the scope is empty.
+_SCOPE: ContextVar[str] = ContextVar("llblib_async.llb.marshal_scope", default="")
+
+
+@contextmanager
+def marshal_scope(scope: str) -> Iterator[None]:
+    """Marshal (and resolve lazy States) within ``scope`` (a session id) in this block.
+
+    Lazy States, frontend States and the op bytes built on them are memoised per
+    (platform, scope), so a frontend solved in one session is not reused in another.
+    """
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
 
 _TERMINAL_CAPS = frozenset({"constraints", "platform"})
 
@@ -89,7 +111,11 @@ def _context(platform: Platform | str | None) -> MarshalContext:
         plat = Platform.parse(platform)
     else:
         plat = platform
-    return MarshalContext.for_platform(plat)
+    ctx = MarshalContext.for_platform(plat)
+    scope = _SCOPE.get()
+    if scope:
+        ctx = MarshalContext(platform=ctx.platform, key=f"{ctx.key}@{scope}")
+    return ctx
 
 
 def marshal(state: State, *, platform: Platform | str | None = None) -> Definition:
