@@ -6,17 +6,20 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_exporters_registry import pull_manifest
+from test_llb_sources_live import _Repo, serve
 
 import llblib_async
 from llblib_async import llb
 from llblib_async._wire.grpc_errors import TYPE_SOLVE, error_details
 from llblib_async.errors import SolveError
 from llblib_async.exporters import ImageExport, LocalExport
+from llblib_async.llb import config_ops as co
 from llblib_async.progress import RecordingProgress
+from llblib_async.request import Request
+from llblib_async.solver import Solver
 from llblib_async.testing import BuildkitDaemon, Registry
 from llblib_async.testing.images import PushedImage
-
-from test_exporters_registry import pull_manifest
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -121,3 +124,143 @@ async def test_frontend_warnings_reach_progress_with_locations(
     assert casing, [w.short for w in warnings]
     assert casing[0].sources[0].filename == "Dockerfile"
     assert casing[0].sources[0].line == 1
+
+
+QUERY_DOCKERFILE = """\
+ARG BASE={base}
+FROM $BASE as base
+ARG VERSION=1
+RUN --mount=type=secret,id=tok,required=true --mount=type=ssh true
+FROM base AS final
+ENV a b
+"""
+
+
+async def test_outline_targets_and_lint_are_typed(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage
+) -> None:
+    st = llb.dockerfile(QUERY_DOCKERFILE.format(base=buildkit_busybox_image.ref), filename="q.Dockerfile")
+    async with llblib_async.connect(buildkit_daemon.address) as client, Solver().session(client) as session:
+        out = await llblib_async.outline(session, st)
+        stages = await llblib_async.targets(session, st)
+        report = await llblib_async.lint(session, st)
+        base_outline = await llblib_async.outline(session, st, target="base")
+    assert out.target == "final"
+    assert [(a.name, a.value) for a in out.args] == [("BASE", buildkit_busybox_image.ref), ("VERSION", "1")]
+    assert out.args[1].location is not None
+    assert out.args[1].location.line == 3
+    assert out.args[1].location.filename == "q.Dockerfile"
+    assert [(s.name, s.required) for s in out.secrets] == [("tok", True)]
+    assert [s.name for s in out.ssh] == ["default"]
+    assert base_outline.target == "base"
+    assert [(t.name, t.default, t.base) for t in stages] == [
+        ("base", False, "$BASE"),
+        ("final", True, "base"),
+    ]
+    assert [w.rule for w in report.warnings] == ["FromAsCasing", "LegacyKeyValueFormat"]
+    assert [w.location.line for w in report.warnings if w.location] == [2, 6]
+    assert ">>> ENV a b" in report.warnings[1].location.snippet()  # type: ignore[union-attr]
+    assert not report.ok
+    with pytest.raises(TypeError, match="llb.dockerfile"):
+        await llblib_async.outline(session, llb.scratch())
+
+
+async def test_session_resolve_gives_the_result_with_its_config(
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_registry: Registry,
+    buildkit_busybox_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    text = f'FROM {buildkit_busybox_image.ref}\nENV APP=one\nWORKDIR /srv\nRUN echo built > /srv/built\nCMD ["sh"]\n'
+    ref = f"{buildkit_registry.host}/llblib-frontend/resolved:v1"
+    async with llblib_async.connect(buildkit_daemon.address) as client, Solver().session(client) as session:
+        base = await session.resolve(llb.dockerfile(text))
+        assert base.image_config is not None
+        assert base.image_config.config.get_env("APP") == "one"
+        assert base.working_dir == "/srv"
+        app = base.apply(
+            co.apply_run("cat built > copied && echo $APP >> copied", shell=True), co.cmd("cat", "copied")
+        )
+        await session.do(Request.of(app, exports=[ImageExport(ref, push=True, insecure=True)]))
+    _, _, config = await pull_manifest(buildkit_registry, "llblib-frontend/resolved", "v1")
+    assert config["config"]["Cmd"] == ["cat", "copied"]
+    assert "APP=one" in config["config"]["Env"]
+    assert config["config"]["WorkingDir"] == "/srv"
+    created_by = [h.get("created_by", "") for h in config["history"]]
+    assert any("RUN /bin/sh -c echo built" in c for c in created_by), created_by
+    assert created_by[-2].startswith("RUN /bin/sh -c 'cat built")
+
+
+async def test_named_contexts_of_each_kind_and_dockerignore(
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "keep.txt").write_text("keep\n")
+    (ctx / "secret.key").write_text("no\n")
+    (ctx / "sub").mkdir()
+    (ctx / "sub" / "x.pyc").write_text("no\n")
+    (ctx / ".dockerignore").write_text("# comment\n*.key\n**/*.pyc\n")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "from-dir.txt").write_text("dir\n")
+    (extra / ".dockerignore").write_text("ignored-too\n")
+    (extra / "ignored-too").write_text("no\n")
+    text = (
+        "FROM scratch\n"
+        "COPY . /ctx/\n"
+        "COPY --from=dirctx / /dir/\n"
+        "COPY --from=statectx /made.txt /state/made.txt\n"
+        "COPY --from=imgctx /bin/busybox /img/busybox\n"
+        "COPY --from=gitctx /README /git/README\n"
+        "COPY --from=httpctx /context /http/notes.txt\n"
+    )
+    repo = _Repo(tmp_path / "repo")
+    out = tmp_path / "out"
+    with serve({"/notes.txt": b"over http\n"}, git_root=repo.root) as server:
+        st = llb.dockerfile(
+            text,
+            context=ctx,
+            named_contexts={
+                "dirctx": extra,
+                "statectx": llb.scratch().mkfile("/made.txt", "state\n"),
+                "imgctx": f"docker-image://{buildkit_busybox_image.ref}",
+                "gitctx": f"{server.url}/git/repo.git#v1",
+                "httpctx": f"{server.url}/notes.txt",
+            },
+        )
+        async with llblib_async.connect(buildkit_daemon.address) as client:
+            await client.solve(st, exports=[LocalExport(out)])
+    assert (out / "git" / "README").read_text() == "v1\n"
+    assert (out / "http" / "notes.txt").read_text() == "over http\n"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "ctx/.dockerignore",
+        "ctx/keep.txt",
+        "dir/.dockerignore",
+        "dir/from-dir.txt",
+        "git/README",
+        "http/notes.txt",
+        "img/busybox",
+        "state/made.txt",
+    ]
+
+
+def test_bad_dockerfile_arguments_raise_typed_errors(tmp_path: Path) -> None:
+    df = tmp_path / "Dockerfile"
+    df.write_text("FROM scratch\n")
+    with pytest.raises(llblib_async.DockerfileError, match="Path"):
+        llb.dockerfile(str(df))
+    with pytest.raises(llblib_async.DockerfileError, match="scheme"):
+        llb.dockerfile("FROM scratch\n", named_contexts={"x": "busybox:latest"})
+    with pytest.raises(llblib_async.DockerfileError, match="filename"):
+        llb.dockerfile("FROM scratch\n", filename="../Dockerfile")
+    with pytest.raises(llblib_async.LocalDirError):
+        llb.dockerfile("FROM scratch\n", context=tmp_path / "missing")
+    with pytest.raises(llblib_async.DockerfileError, match="build arg"):
+        llb.dockerfile("FROM scratch\n", build_args={"A": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="frontend source"):
+        llb.frontend("")
+    with pytest.raises(llb.UnresolvedLazyStateError, match="session"):
+        llb.marshal(llb.dockerfile("FROM scratch\n").mkdir("/x"))

@@ -14,7 +14,7 @@ Some also derive from the built-in exception a Python user would try first
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from grpclib.const import Status
@@ -192,6 +192,15 @@ class PatternError(BuildKitError, ValueError):
 
 class DockerfileError(BuildKitError, ValueError):
     """An argument of ``llb.dockerfile`` is unusable; the message names it and says why."""
+
+
+class FrontendQueryError(BuildKitError):
+    """The frontend's answer to a query could not be read (``metadata`` holds what it sent)."""
+
+    def __init__(self, query: str, message: str, metadata: Mapping[str, bytes]) -> None:
+        super().__init__(f"{query}: {message}")
+        self.query = query
+        self.metadata = dict(metadata)
 
 
 class SessionClosedError(BuildKitError, RuntimeError):

@@ -22,17 +22,19 @@ with :func:`open_session`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 import anyio
 
+from . import llb
 from ._fsutil.send import SendStats
 from ._fsutil.walk import FilterOptions
 from ._identity import new_id
 from ._pipeline.exports import ExportRoute
-from ._pipeline.run import SessionServices, run_request
+from ._pipeline.run import SessionServices, resolve_state, run_request
 from ._tunnel.handle import SessionHandle
 from ._tunnel.transports import open_client_session
 from ._wire.connection import Connection
@@ -45,6 +47,8 @@ from .progress import NullProgress, ProgressSink
 from .request import Request, SolveResult
 
 __all__ = ["Session", "open_session"]
+
+T = TypeVar("T")
 
 
 class Session:
@@ -105,6 +109,38 @@ class Session:
         try:
             with scope:
                 return await self._handle.guard(lambda: run_request(request, self._services))
+        finally:
+            del self._running[scope]
+            done.set()
+        # Only reached when _close cancelled the scope.
+        raise SessionClosedError("the session was closed while the request ran")
+
+    async def resolve(self, state: llb.State, *, platform: llb.Platform | str | None = None) -> llb.State:
+        """The State a frontend (or other lazy) ``state`` stands for, solved in this session.
+
+        Runs the frontend (``llb.dockerfile``, ``llb.frontend``) without building its
+        result, and returns the State of its result with its image config applied,
+        so config helpers and ops build on the image's config and env::
+
+            app = (await session.resolve(llb.dockerfile(text, context="."))).apply(co.cmd("serve"))
+
+        The result is memoised per session (and platform); it reads the session's local
+        directories, so use it in this session only. Raises what the frontend raises
+        (:class:`~llblib_async.errors.SolveError` pointing at the Dockerfile's lines).
+        """
+        return await self._run(lambda: resolve_state(state, self._services, platform=platform))
+
+    async def _run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` like a request: guarded by the session, cancelled when it closes."""
+        if self._closing:
+            raise SessionClosedError("the session is closed")
+        self._handle.raise_if_closed()
+        scope = anyio.CancelScope()
+        done = anyio.Event()
+        self._running[scope] = done
+        try:
+            with scope:
+                return await self._handle.guard(work)
         finally:
             del self._running[scope]
             done.set()

@@ -29,13 +29,14 @@ A result handler's own exception is raised unchanged (not wrapped in an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 import anyio
 
+from .. import llb
 from .._identity import new_id
 from .._pb.moby.buildkit import v1 as control
 from .._pb.moby.buildkit.v1 import frontend as gw
@@ -56,7 +57,14 @@ from .exports import ExportRoute
 from .failures import FailureLog, explain
 from .solve_request import put_image_config, solve_request
 
-__all__ = ["STATUS_DRAIN_TIMEOUT", "FrontendBridge", "SessionServices", "run_request"]
+__all__ = [
+    "STATUS_DRAIN_TIMEOUT",
+    "FrontendBridge",
+    "SessionServices",
+    "SolveTarget",
+    "resolve_state",
+    "run_request",
+]
 
 # How long the Status stream may keep going after Solve returned before we stop
 # listening: the daemon normally ends it at once (Go's client waits 5 s too).
@@ -75,8 +83,17 @@ class SessionServices:
     progress: ProgressSink
 
 
-async def run_request(request: Request, session: SessionServices) -> SolveResult:
-    """Build ``request`` in ``session``, run its result handlers and exporters."""
+SolveTarget = Callable[["FrontendBridge", Request, CachePlan], Awaitable[gw.Result]]
+"""What the client's half of a build solves (default: the request's frontend or definition)."""
+
+
+async def run_request(
+    request: Request, session: SessionServices, *, target: SolveTarget | None = None
+) -> SolveResult:
+    """Build ``request`` in ``session``, run its result handlers and exporters.
+
+    ``target`` replaces what is solved (:func:`resolve_state` only marshals).
+    """
     uploads_before = len(session.filesync.transfers)
     cache = await plan_cache(request.cache_exports, request.cache_imports, request.exports)
     # Local cache dirs are keyed by their path, so requests can share them; the OCI
@@ -105,7 +122,9 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow_status)
         try:
-            response = await _gateway_build(session, stub, message, request, cache, served)
+            response = await _gateway_build(
+                session, stub, message, request, cache, served, target or _solve_target
+            )
         except BuildKitError as err:
             failed = err
         except Exception as err:
@@ -177,6 +196,23 @@ class FrontendBridge:
         )
 
 
+async def resolve_state(
+    state: llb.State, session: SessionServices, *, platform: llb.Platform | str | None = None
+) -> llb.State:
+    """Run the frontends (and other lazy States) of ``state``'s graph in a build of
+    ``session`` that solves nothing else, and return the State ``state`` stands for."""
+    resolved: list[llb.State] = []
+
+    async def only_marshal(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:
+        definition = await llb.marshal_async(state, platform=platform)
+        runner.serve(definition.locals)
+        resolved.append(await llb.resolve_lazy(state, platform=platform))
+        return gw.Result()
+
+    await run_request(Request.of(state, label="resolve"), session, target=only_marshal)
+    return resolved[0]
+
+
 async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:
     """The request's result: its frontend's, or its definition's, in the current build."""
     spec = frontend_spec(request.state) if request.state is not None else None
@@ -196,6 +232,7 @@ async def _gateway_build(
     request: Request,
     cache: CachePlan,
     served: dict[str, bytes],
+    target: SolveTarget,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
@@ -220,7 +257,7 @@ async def _gateway_build(
         try:
             runner = FrontendBridge(bridge, session, cache, served)
             with marshal_scope(session.session_id), using_frontend_runner(runner):
-                pb_result = await _solve_target(runner, request, cache)
+                pb_result = await target(runner, request, cache)
             served[""] = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:

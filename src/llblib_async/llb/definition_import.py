@@ -24,11 +24,10 @@ from typing import NamedTuple
 
 from .._pb import pb
 from .._wire.protobuf import WIRE_LEN, WIRE_VARINT, DecodeError, iter_fields, read_varint
-from ..errors import BuildKitError
+from ..errors import BuildKitError, SourceLocation
 from .marshal import Definition
 from .platform import Platform
 from .state import State
-from ..errors import SourceLocation
 from .vertex import MarshalContext, OpMetadata, Output, ProgressGroup, Vertex
 
 __all__ = ["ImportedOp", "InvalidDefinitionError", "from_definition"]

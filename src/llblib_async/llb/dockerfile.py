@@ -15,7 +15,8 @@ Contexts:
   image config, ``FROM NAME`` takes over its env...), a host directory
   (``pathlib.Path``), or a string with a scheme: ``docker-image://ref``,
   ``git://``/``https://…git`` (git), ``https://…`` (a file or tarball),
-  ``oci-layout://``, ``target:<stage>``.
+  ``oci-layout://``. (``target:<stage>`` is a ``docker buildx bake`` feature, not
+  BuildKit's: the frontend refuses it.)
 
 Differences from llblib: no in-process conversion (llblib converts Dockerfiles without
 named contexts or options in the client; the op digests therefore differ, the image is
@@ -31,16 +32,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
+from .._fsutil.patterns import clean
 from ..errors import DockerfileError, LocalDirError
 from .frontend import DOCKERFILE_FRONTEND, FrontendSpec, frontend_state
-from .._fsutil.patterns import clean
 from .platform import Platform
 from .source import local
 from .state import State, scratch
 
 __all__ = ["CONTEXT_SCHEMES", "DockerfileError", "dockerfile", "dockerfile_spec", "read_dockerignore"]
 
-CONTEXT_SCHEMES = ("docker-image://", "git://", "git@", "https://", "http://", "oci-layout://", "target:")
+CONTEXT_SCHEMES = ("docker-image://", "git://", "git@", "https://", "http://", "oci-layout://")
 """The prefixes a named context given as a string may have."""
 
 DEFAULT_FILENAME = "Dockerfile"

@@ -188,14 +188,22 @@ class FrontendVertex(LazyVertex):
     async def _produce(self, ctx: MarshalContext) -> State:
         runner = _RUNNER.get()
         if runner is None:
-            raise UnresolvedLazyStateError(
-                f"{self!r} runs a frontend, which needs a build: solve it in a session "
-                "(Session.do, client.solve, Solver.build) or resolve it with "
-                "`await llblib_async.resolve_frontend(session, state)`"
-            )
+            raise UnresolvedLazyStateError(self._needs_session())
         request = await self.spec.request(ctx.platform)
         result = await runner.run_frontend(request)
         return state_of_result(result, ctx.platform)
+
+    def _needs_session(self) -> str:
+        return (
+            f"{self!r} runs a frontend, which needs a build: solve it in a session "
+            "(Session.do, client.solve, Solver.build) or get its result with "
+            "`await session.resolve(state)`"
+        )
+
+    def _follow(self, output: Output, ctx: MarshalContext) -> Output | None:
+        if self.result(ctx) is None:
+            raise UnresolvedLazyStateError(self._needs_session())
+        return LazyVertex._follow(self, output, ctx)
 
     def __repr__(self) -> str:
         return f"<FrontendVertex {self.label}>"

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .._pb import pb
+from ..errors import SourceLocation
 from ._encode import encode_definition, encode_terminal
 from .platform import Platform, default_platform
 from .state import State
-from ..errors import SourceLocation
 from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled, follow
 
 __all__ = ["Definition", "digest", "marshal", "marshal_scope"]
