@@ -66,6 +66,7 @@ from .frontend_queries import (
     targets,
 )
 from .gateway import FileStat, Result
+from .gateway_resolver import GatewayResolver
 from .progress import (
     NullProgress,
     PlainProgress,
@@ -100,6 +101,7 @@ __all__ = [
     "FileStat",
     "ForwardedSocket",
     "FrontendQueryError",
+    "GatewayResolver",
     "ImageExport",
     "LintReport",
     "LintWarning",

@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -43,6 +43,7 @@ from .attachables.content_store import ContentStore
 from .attachables.filesend import FileSendProvider
 from .attachables.filesync import FileSyncProvider
 from .errors import SessionClosedError
+from .gateway_resolver import GatewayResolver
 from .progress import NullProgress, ProgressSink
 from .request import Request, SolveResult
 
@@ -59,6 +60,7 @@ class Session:
         self._services = services
         self._running: dict[anyio.CancelScope, anyio.Event] = {}
         self._closing = False
+        self._image_resolver: llb.CachingResolver | None = None
 
     @property
     def id(self) -> str:
@@ -114,6 +116,45 @@ class Session:
             done.set()
         # Only reached when _close cancelled the scope.
         raise SessionClosedError("the session was closed while the request ran")
+
+    @property
+    def image_resolver(self) -> llb.CachingResolver:
+        """Resolves image configs through the daemon with this session's registry credentials.
+
+        A :class:`~llblib_async.GatewayResolver` behind a
+        :class:`~llblib_async.llb.CachingResolver`: one cache for the session, shared by
+        all its requests, keeping only successes. Use it with
+        ``llb.config_ops.resolve_image`` or call :meth:`image`.
+        """
+        if self._image_resolver is None:
+            self._image_resolver = llb.CachingResolver(GatewayResolver(self._services))
+        return self._image_resolver
+
+    async def image(
+        self,
+        ref: str,
+        *,
+        platform: llb.Platform | str | None = None,
+        pin_digest: bool = True,
+        **image_options: Any,
+    ) -> llb.State:
+        """``FROM ref``: the image as a State carrying its config (llblib's ``ResolvedImage``).
+
+        The config is resolved through the daemon with the session's credentials
+        (:attr:`image_resolver`, cached per session) and applied like a Dockerfile
+        ``FROM``: the State runs with the image's env, working dir and user, and an
+        image exported from it keeps the base's env, entrypoint, cmd and history
+        (helpers of :mod:`llblib_async.llb.config_ops` add to them). With
+        ``pin_digest`` (the default) the source is pinned to the digest that was
+        resolved, so the build uses exactly the image whose config was read.
+
+        Opting out: ``llb.image(ref)`` is the bare filesystem with no config (the
+        exported image then has only what the config helpers set); ``pin_digest=False``
+        keeps the tag floating. ``image_options`` go to :func:`llblib_async.llb.image`.
+        """
+        return await llb.config_ops.resolve_image(
+            ref, self.image_resolver, platform=platform, pin_digest=pin_digest, **image_options
+        )
 
     async def resolve(self, state: llb.State, *, platform: llb.Platform | str | None = None) -> llb.State:
         """The State a frontend (or other lazy) ``state`` stands for, solved in this session.

@@ -47,7 +47,13 @@ from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
 from ..errors import BuildKitError, ConnectionLostError
 from ..gateway.bridge import Bridge
-from ..llb.frontend import FrontendRequest, FrontendResult, frontend_spec, using_frontend_runner
+from ..llb.frontend import (
+    FrontendRequest,
+    FrontendResult,
+    current_frontend_runner,
+    frontend_spec,
+    using_frontend_runner,
+)
 from ..llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 from ..llb.marshal import marshal_scope
 from ..progress import ProgressSink, StatusUpdate
@@ -62,6 +68,7 @@ __all__ = [
     "FrontendBridge",
     "SessionServices",
     "SolveTarget",
+    "current_frontend_bridge",
     "resolve_state",
     "run_request",
 ]
@@ -160,6 +167,8 @@ class FrontendBridge:
     :class:`~llblib_async.llb.FrontendRunner`), serving the directories they read."""
 
     def __init__(self, bridge: Bridge, session: SessionServices, cache: CachePlan, served: dict[str, bytes]):
+        self.bridge = bridge
+        self.session_id = session.session_id
         self._bridge = bridge
         self._session = session
         self._cache = cache
@@ -194,6 +203,12 @@ class FrontendBridge:
             refs=MappingProxyType({k: v.def_ for k, v in refs.items() if v.def_ is not None}),
             metadata=MappingProxyType(dict(result.metadata)),
         )
+
+
+def current_frontend_bridge() -> FrontendBridge | None:
+    """The :class:`FrontendBridge` of the build whose client half is running here, if any."""
+    runner = current_frontend_runner()
+    return runner if isinstance(runner, FrontendBridge) else None
 
 
 async def resolve_state(

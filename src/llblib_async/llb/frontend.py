@@ -54,6 +54,7 @@ __all__ = [
     "FrontendRunner",
     "FrontendSpec",
     "FrontendVertex",
+    "current_frontend_runner",
     "frontend",
     "frontend_spec",
     "image_config_of_result",
@@ -97,6 +98,11 @@ class FrontendRunner(Protocol):
 
 
 _RUNNER: ContextVar[FrontendRunner | None] = ContextVar("llblib_async.llb.frontend_runner", default=None)
+
+
+def current_frontend_runner() -> FrontendRunner | None:
+    """The runner installed by :func:`using_frontend_runner` here (``None`` outside a build)."""
+    return _RUNNER.get()
 
 
 @contextmanager
