@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -264,3 +265,34 @@ def test_bad_dockerfile_arguments_raise_typed_errors(tmp_path: Path) -> None:
         llb.frontend("")
     with pytest.raises(llb.UnresolvedLazyStateError, match="session"):
         llb.marshal(llb.dockerfile("FROM scratch\n").mkdir("/x"))
+
+
+async def test_gateway_frontend_from_the_loopback_registry_builds_a_dockerfile(
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_busybox_image: PushedImage,
+    buildkit_dockerfile_frontend_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    text = f'FROM {buildkit_busybox_image.ref}\nARG WHO\nRUN echo "built by the $WHO frontend" > /who\nCMD ["cat", "/who"]\n'
+    out = tmp_path / "out"
+    by_option = llb.dockerfile(text, build_args={"WHO": "gateway"}, frontend=buildkit_dockerfile_frontend_image.ref)
+    # The same, spelt as a bare frontend State with the Dockerfile as an input.
+    by_hand = llb.frontend(
+        buildkit_dockerfile_frontend_image.ref,
+        inputs={
+            "dockerfile": llb.scratch().mkfile("/Dockerfile", text),
+            "context": llb.scratch().mkdir("/ctx"),
+        },
+        opts={"build-arg:WHO": "hand-made"},
+    )
+    progress = RecordingProgress()
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        result = await client.solve(by_option, exports=[LocalExport(out / "option")], progress=progress)
+        await client.solve(by_hand.file(llb.mkfile("/extra", "x")), exports=[LocalExport(out / "hand")])
+    assert (out / "option" / "who").read_text() == "built by the gateway frontend\n"
+    assert (out / "hand" / "who").read_text() == "built by the hand-made frontend\n"
+    assert (out / "hand" / "extra").read_text() == "x"
+    config = json.loads(result.exporter_response["llblib.containerimage.config"])
+    assert config["config"]["Cmd"] == ["cat", "/who"]
+    names = {v.name for u in progress.updates for v in u.vertices}
+    assert any(buildkit_dockerfile_frontend_image.repository in n for n in names), names
