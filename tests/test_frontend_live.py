@@ -275,7 +275,9 @@ async def test_gateway_frontend_from_the_loopback_registry_builds_a_dockerfile(
 ) -> None:
     text = f'FROM {buildkit_busybox_image.ref}\nARG WHO\nRUN echo "built by the $WHO frontend" > /who\nCMD ["cat", "/who"]\n'
     out = tmp_path / "out"
-    by_option = llb.dockerfile(text, build_args={"WHO": "gateway"}, frontend=buildkit_dockerfile_frontend_image.ref)
+    by_option = llb.dockerfile(
+        text, build_args={"WHO": "gateway"}, frontend=buildkit_dockerfile_frontend_image.ref
+    )
     # The same, spelt as a bare frontend State with the Dockerfile as an input.
     by_hand = llb.frontend(
         buildkit_dockerfile_frontend_image.ref,
