@@ -5,7 +5,8 @@ Environment: ``BUILDKIT_HOST`` (the daemon), ``BASE_IMAGE`` (an image with a she
 busybox in your registry), ``REGISTRY`` (optional: ``host:port`` of a registry to push to,
 plain HTTP allowed for loopback registries).
 
-    BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock BASE_IMAGE=127.0.0.1:5000/busybox python examples/dockerfile_build.py
+    BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock BASE_IMAGE=127.0.0.1:5000/busybox \\
+        python examples/dockerfile_build.py
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ async def main() -> None:
             except llblib_async.SolveError as err:
                 print("failed as expected:")
                 print(err)
-                assert err.sources[0].line == 3
+                print("the failing line:", err.sources[0].line)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
 
 import pytest
-from test_exporters_registry import pull_manifest
+from test_exporters_registry import MANIFEST_ACCEPT, _get, pull_manifest
 from test_llb_sources_live import _Repo, serve
 
 import llblib_async
@@ -106,9 +107,11 @@ async def test_failing_run_names_its_lines(
     assert " 4 | >>>   exit 3" in shown
     assert " 5 |     RUN true" in shown
     # The errdefs details stay reachable for OnError: the failed exec op and its mounts.
+    assert err.__cause__ is not None
     details = error_details(err.__cause__)
     solve = [d.value for d in details if d.type_url == TYPE_SOLVE]
-    assert solve and solve[0]["op"]["exec"]["meta"]["args"][-1].startswith("echo out-")
+    assert solve
+    assert solve[0]["op"]["exec"]["meta"]["args"][-1].startswith("echo out-")
 
 
 async def test_frontend_warnings_reach_progress_with_locations(
@@ -162,7 +165,7 @@ async def test_outline_targets_and_lint_are_typed(
     assert [w.location.line for w in report.warnings if w.location] == [2, 6]
     assert ">>> ENV a b" in report.warnings[1].location.snippet()  # type: ignore[union-attr]
     assert not report.ok
-    with pytest.raises(TypeError, match="llb.dockerfile"):
+    with pytest.raises(TypeError, match=r"llb\.dockerfile"):
         await llblib_async.outline(session, llb.scratch())
 
 
@@ -172,7 +175,10 @@ async def test_session_resolve_gives_the_result_with_its_config(
     buildkit_busybox_image: PushedImage,
     tmp_path: Path,
 ) -> None:
-    text = f'FROM {buildkit_busybox_image.ref}\nENV APP=one\nWORKDIR /srv\nRUN echo built > /srv/built\nCMD ["sh"]\n'
+    text = (
+        f"FROM {buildkit_busybox_image.ref}\nENV APP=one\nWORKDIR /srv\n"
+        'RUN echo built > /srv/built\nCMD ["sh"]\n'
+    )
     ref = f"{buildkit_registry.host}/llblib-frontend/resolved:v1"
     async with llblib_async.connect(buildkit_daemon.address) as client, Solver().session(client) as session:
         base = await session.resolve(llb.dockerfile(text))
@@ -248,7 +254,7 @@ async def test_named_contexts_of_each_kind_and_dockerignore(
     ]
 
 
-def test_bad_dockerfile_arguments_raise_typed_errors(tmp_path: Path) -> None:
+async def test_bad_dockerfile_arguments_raise_typed_errors(tmp_path: Path) -> None:
     df = tmp_path / "Dockerfile"
     df.write_text("FROM scratch\n")
     with pytest.raises(llblib_async.DockerfileError, match="Path"):
@@ -273,7 +279,10 @@ async def test_gateway_frontend_from_the_loopback_registry_builds_a_dockerfile(
     buildkit_dockerfile_frontend_image: PushedImage,
     tmp_path: Path,
 ) -> None:
-    text = f'FROM {buildkit_busybox_image.ref}\nARG WHO\nRUN echo "built by the $WHO frontend" > /who\nCMD ["cat", "/who"]\n'
+    text = (
+        f"FROM {buildkit_busybox_image.ref}\nARG WHO\n"
+        'RUN echo "built by the $WHO frontend" > /who\nCMD ["cat", "/who"]\n'
+    )
     out = tmp_path / "out"
     by_option = llb.dockerfile(
         text, build_args={"WHO": "gateway"}, frontend=buildkit_dockerfile_frontend_image.ref
@@ -298,3 +307,35 @@ async def test_gateway_frontend_from_the_loopback_registry_builds_a_dockerfile(
     assert config["config"]["Cmd"] == ["cat", "/who"]
     names = {v.name for u in progress.updates for v in u.vertices}
     assert any(buildkit_dockerfile_frontend_image.repository in n for n in names), names
+
+
+async def test_multi_platform_result_carries_a_config_per_platform(
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry, tmp_path: Path
+) -> None:
+    text = 'FROM scratch\nARG TARGETARCH\nLABEL arch=$TARGETARCH\nCOPY --from=files /f /f\nCMD ["/nothing"]\n'
+    st = llb.dockerfile(
+        text,
+        platforms=["linux/amd64", "linux/386"],
+        named_contexts={"files": llb.scratch().mkfile("/f", "f\n")},
+    )
+    tag = uuid.uuid4().hex[:8]
+    ref = f"{buildkit_registry.host}/llblib-frontend/multi:{tag}"
+    async with llblib_async.connect(buildkit_daemon.address) as client, Solver().session(client) as session:
+        await session.do(Request.of(st, exports=[ImageExport(ref, push=True, insecure=True)]))
+        for_386 = await session.resolve(st, platform="linux/386")
+        for_amd64 = await session.resolve(st, platform="linux/amd64")
+    status, _, body = await asyncio.to_thread(
+        _get, f"{buildkit_registry.url}/v2/llblib-frontend/multi/manifests/{tag}", accept=MANIFEST_ACCEPT
+    )
+    assert status == 200
+    index = json.loads(body)
+    archs = {}
+    for manifest in index["manifests"]:
+        _, _, config = await pull_manifest(buildkit_registry, "llblib-frontend/multi", manifest["digest"])
+        archs[config["architecture"]] = config["config"]["Labels"]["arch"]
+    assert archs == {"amd64": "amd64", "386": "386"}
+    assert for_386.image_config is not None
+    assert for_386.image_config.platform.architecture == "386"
+    assert for_386.image_config.config.label_map["arch"] == "386"
+    assert for_amd64.image_config is not None
+    assert for_amd64.image_config.config.label_map["arch"] == "amd64"

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from . import llb
 from ._pb import pb
-from ._pipeline.run import FrontendBridge, SessionServices, current_frontend_bridge, run_request
 from ._pb.moby.buildkit.v1 import frontend as gw
+from ._pipeline.run import FrontendBridge, SessionServices, current_frontend_bridge, run_request
 from .errors import DaemonError
 from .request import Request
 

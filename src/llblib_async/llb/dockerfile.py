@@ -119,7 +119,8 @@ def dockerfile_spec(
         text = dockerfile.encode() if isinstance(dockerfile, str) else bytes(dockerfile)
         if isinstance(dockerfile, str) and "\n" not in dockerfile and Path(dockerfile).is_file():
             raise DockerfileError(
-                f"dockerfile {dockerfile!r} is a file name, but a str is Dockerfile text: pass Path({dockerfile!r})"
+                f"dockerfile {dockerfile!r} is a file name, but a str is Dockerfile text: "
+                f"pass Path({dockerfile!r})"
             )
         fname = filename or DEFAULT_FILENAME
         if PurePosixPath(fname).is_absolute() or ".." in PurePosixPath(fname).parts:

@@ -154,7 +154,8 @@ class FrontendSpec:
                 known = locals_.setdefault(local, path)
                 if known != path:
                     raise ValueError(
-                        f"two local sources are named {local!r} but use different directories: {known} and {path}"
+                        f"two local sources are named {local!r} but use different directories: "
+                        f"{known} and {path}"
                     )
             if state.image_config is not None:
                 config = base64.b64encode(state.image_config.to_json()).decode()

@@ -210,7 +210,8 @@ DOCKERFILE_FRONTEND_PACKAGE: Final = "./frontend/dockerfile/cmd/dockerfile-front
 
 
 def default_frontend_dir(version: str) -> Path:
-    """Where BuildKit's Dockerfile frontend of one version is cached: ``<cache root>/buildkit-<version>/frontend``."""
+    """Where BuildKit's Dockerfile frontend of one version is cached:
+    ``<cache root>/buildkit-<version>/frontend``."""
     return default_cache_root() / f"buildkit-{version}" / "frontend"
 
 

@@ -102,7 +102,8 @@ def push_busybox_image(
 DOCKERFILE_FRONTEND_DOCKERFILE = """\
 FROM scratch
 LABEL moby.buildkit.frontend.network.none="true"
-LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,moby.buildkit.frontend.subrequests,moby.buildkit.frontend.contexts"
+LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,\\
+moby.buildkit.frontend.subrequests,moby.buildkit.frontend.contexts"
 COPY dockerfile-frontend /bin/dockerfile-frontend
 ENTRYPOINT ["/bin/dockerfile-frontend"]
 """
