@@ -1,4 +1,4 @@
-"""Dockerfile build benchmark: ``llb.dockerfile`` (llblib_async) vs ``buildctl build --frontend dockerfile.v0``.
+"""Dockerfile build benchmark: ``llb.dockerfile`` (llblib_async) vs ``buildctl --frontend dockerfile.v0``.
 
 ``nox -s bench -- dockerfile`` (or ``python benchmarks/bench_dockerfile.py [--runs N]
 [--files N]``). A private buildkitd is started; both clients build the same Dockerfile
@@ -37,22 +37,11 @@ async def python_build(address: str, context: Path) -> float:
 
 def go_build(buildctl: str, address: str, context: Path, dockerfile_dir: Path) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(
-        [
-            buildctl,
-            "--addr",
-            address,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            f"context={context}",
-            "--local",
-            f"dockerfile={dockerfile_dir}",
-        ],  # fmt: skip
-        capture_output=True,
-        check=False,
-    )
+    argv = [
+        buildctl, "--addr", address, "build", "--frontend", "dockerfile.v0",
+        "--local", f"context={context}", "--local", f"dockerfile={dockerfile_dir}",
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"buildctl failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}")
     return time.perf_counter() - started
