@@ -30,7 +30,7 @@ A result handler's own exception is raised unchanged (not wrapped in an
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -112,7 +112,7 @@ async def run_request(
     )
     stub = control.ControlStub(session.conn.channel)
     log = FailureLog()
-    served: dict[str, bytes] = {}  # local names served for this request; the result's config
+    served = _Served()
 
     async def follow_status() -> None:
         try:
@@ -148,7 +148,7 @@ async def run_request(
             failed,
             exports=request.exports,
             filesync=session.filesync,
-            locals=[name for name in served if name],
+            locals=served.locals,
             uploads_before=uploads_before,
             log=log,
         )
@@ -157,16 +157,24 @@ async def run_request(
     exporter_response = dict(response.exporter_response)
     if request.image_config is not None:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
-    elif served.get(""):
-        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served[""].decode())
+    elif served.image_config:
+        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
     return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
+
+
+@dataclass(slots=True)
+class _Served:
+    """What the client half of a build learnt: the locals it served, the result's image config."""
+
+    locals: list[str] = field(default_factory=list)
+    image_config: bytes = b""
 
 
 class FrontendBridge:
     """Runs the frontends of a request's graph in the request's own build (a
     :class:`~llblib_async.llb.FrontendRunner`), serving the directories they read."""
 
-    def __init__(self, bridge: Bridge, session: SessionServices, cache: CachePlan, served: dict[str, bytes]):
+    def __init__(self, bridge: Bridge, session: SessionServices, cache: CachePlan, served: _Served):
         self.bridge = bridge
         self.session_id = session.session_id
         self._bridge = bridge
@@ -177,7 +185,8 @@ class FrontendBridge:
     def serve(self, locals: Mapping[str, Path]) -> None:
         for name, path in locals.items():
             self._session.filesync.serve(name, path)
-            self._served.setdefault(name, b"")
+            if name not in self._served.locals:
+                self._served.locals.append(name)
 
     async def solve(self, request: FrontendRequest, *, evaluate: bool = False) -> gw.Result:
         self.serve(request.locals)
@@ -246,7 +255,7 @@ async def _gateway_build(
     message: control.SolveRequest,
     request: Request,
     cache: CachePlan,
-    served: dict[str, bytes],
+    served: _Served,
     target: SolveTarget,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
@@ -273,7 +282,7 @@ async def _gateway_build(
             runner = FrontendBridge(bridge, session, cache, served)
             with marshal_scope(session.session_id), using_frontend_runner(runner):
                 pb_result = await target(runner, request, cache)
-            served[""] = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
+            served.image_config = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)

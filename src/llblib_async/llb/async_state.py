@@ -23,8 +23,10 @@ Rules (Go's, except where noted):
   resolved for its platform; :func:`marshal_async` first resolves every lazy
   State in the graph — concurrently, including lazy States inside results —
   then marshals;
-* each lazy State runs ``fn`` at most once per marshal platform (Go: once per
-  State, whatever the platform), single-flight across concurrent marshals; the
+* each lazy State runs ``fn`` at most once per marshal platform -- and per session
+  when a session's request pipeline marshals it (:func:`~.marshal.marshal_scope`;
+  frontend results name the session's directories) -- (Go: once per State, whatever
+  the platform), single-flight across concurrent marshals; the
   result is memoised, and so is a failure (Go's ``CacheError``), except
   cancellation: a cancelled run is retried by the next marshal;
 * only the result's *graph* is used by ops built on the lazy State.  Settings
