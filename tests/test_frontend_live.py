@@ -339,3 +339,26 @@ async def test_multi_platform_result_carries_a_config_per_platform(
     assert for_386.image_config.config.label_map["arch"] == "386"
     assert for_amd64.image_config is not None
     assert for_amd64.image_config.config.label_map["arch"] == "amd64"
+
+
+async def test_dockerfile_path_with_its_own_ignore_file(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (ctx / name).write_text(name)
+    (ctx / ".dockerignore").write_text("a.txt\n")  # not used: the Dockerfile has its own
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "app.Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (build / "app.Dockerfile.dockerignore").write_text("b.txt\n")
+    (build / "bad.Dockerfile").write_text(f"FROM {buildkit_busybox_image.ref}\nRUN exit 4\n")
+    out = tmp_path / "out"
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        await client.solve(llb.dockerfile(build / "app.Dockerfile", context=ctx), exports=[LocalExport(out)])
+        with pytest.raises(SolveError) as info:
+            await client.solve(llb.dockerfile(build / "bad.Dockerfile", context=ctx))
+    assert sorted(p.name for p in (out / "ctx").iterdir()) == [".dockerignore", "a.txt", "c.txt"]
+    assert info.value.exit_code == 4
+    assert [(s.filename, s.line) for s in info.value.sources] == [("bad.Dockerfile", 2)]
