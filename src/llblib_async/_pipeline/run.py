@@ -45,7 +45,7 @@ from .._wire.grpc_errors import TRANSLATED_ERRORS, translating_errors
 from ..attachables.content_store import ContentStore
 from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
-from ..errors import BuildKitError, ConnectionLostError
+from ..errors import BaseImageError, BuildKitError, ConnectionLostError
 from ..gateway.bridge import Bridge
 from ..llb.frontend import (
     FrontendRequest,
@@ -88,6 +88,9 @@ class SessionServices:
     content_store: ContentStore
     exports: ExportRoute
     progress: ProgressSink
+    #: resolves the configs of base images (``llb.image``) for image exports: the
+    #: session's ``image_resolver`` (one cache per session)
+    image_resolver: llb.ImageConfigResolver | None = None
 
 
 SolveTarget = Callable[["FrontendBridge", Request, CachePlan], Awaitable[gw.Result]]
@@ -107,8 +110,16 @@ async def run_request(
     # layout store has one fixed id and is set while the request holds the export route.
     session.content_store.stores.update(cache.stores)
     ref = new_id()
+    # A State on llb.image exported as an image: its config is merged onto the base's,
+    # resolved in the build (below), so the exporters read it from the result metadata.
+    pending = request.pending_base_config
     message = solve_request(
-        request, ref=ref, session_id=session.session_id, cache=cache, is_moby=session.conn.is_moby
+        request,
+        ref=ref,
+        session_id=session.session_id,
+        cache=cache,
+        is_moby=session.conn.is_moby,
+        image_config=None if pending is not None else request.image_config,
     )
     stub = control.ControlStub(session.conn.channel)
     log = FailureLog()
@@ -130,7 +141,7 @@ async def run_request(
         tg.start_soon(follow_status)
         try:
             response = await _gateway_build(
-                session, stub, message, request, cache, served, target or _solve_target
+                session, stub, message, request, cache, served, target or _solve_target, pending
             )
         except BuildKitError as err:
             failed = err
@@ -155,8 +166,9 @@ async def run_request(
     assert response is not None
     await cache.finish(response.exporter_response)
     exporter_response = dict(response.exporter_response)
-    if request.image_config is not None:
-        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
+    config = served.merged_config or request.image_config
+    if config is not None:
+        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, config.to_json().decode())
     elif served.image_config:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
     return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
@@ -164,10 +176,12 @@ async def run_request(
 
 @dataclass(slots=True)
 class _Served:
-    """What the client half of a build learnt: the locals it served, the result's image config."""
+    """What the client half of a build learnt: the locals it served, the result's image
+    config, the State's config merged onto its base image's."""
 
     locals: list[str] = field(default_factory=list)
     image_config: bytes = b""
+    merged_config: llb.ImageConfig | None = None
 
 
 class FrontendBridge:
@@ -249,6 +263,14 @@ async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePl
     )
 
 
+async def _merge_base(config: llb.ImageConfig, session: SessionServices) -> llb.ImageConfig:
+    """``config`` merged onto its pending base's config, resolved with the session's resolver."""
+    if session.image_resolver is None:
+        assert config.base is not None
+        raise BaseImageError(config.base.ref, "this session has no image resolver")
+    return await llb.resolve_base_config(config, session.image_resolver)
+
+
 async def _gateway_build(
     session: SessionServices,
     stub: control.ControlStub,
@@ -257,6 +279,7 @@ async def _gateway_build(
     cache: CachePlan,
     served: _Served,
     target: SolveTarget,
+    pending: llb.ImageConfig | None,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
@@ -282,6 +305,9 @@ async def _gateway_build(
             runner = FrontendBridge(bridge, session, cache, served)
             with marshal_scope(session.session_id), using_frontend_runner(runner):
                 pb_result = await target(runner, request, cache)
+                if pending is not None:
+                    # In this build: the session's GatewayResolver asks through its bridge.
+                    served.merged_config = await _merge_base(pending, session)
             served.image_config = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
@@ -289,7 +315,7 @@ async def _gateway_build(
             if targets or cache.layout is not None:
                 await session.exports.claim(targets, cache.layout)
                 holding_route = True
-            put_image_config(pb_result, request.exports, message.exporters)
+            put_image_config(pb_result, request.exports, message.exporters, resolved=served.merged_config)
             await bridge.return_result(pb_result)
         except Exception as e:
             errors.append(e)

@@ -141,4 +141,3 @@ async def resolve_base_config(
     except BuildKitError as err:
         raise BaseImageError(base.ref, str(err)) from err
     return merge_base_config(resolved.config, config)
-

@@ -545,11 +545,8 @@ def merge(
     configs = [st.image_config for st in inputs if st.image_config is not None]
     base = next((c for c in configs if not c.is_bare_base), None)
     text = "MERGE " + " ".join(f"{_hex(st, marshal_platform)}:/" for st in layered)
-    if base is None:
-        # No input has a config of its own: start empty, on the first input's pending base.
-        config = _config_of(merged.with_image_config(configs[0] if configs else None))
-    else:
-        config = base
+    # No input with a config of its own: start empty, on the first input's pending base.
+    config = base or _config_of(merged.with_image_config(configs[0] if configs else None))
     return merged.with_image_config(_commit(config, text, empty_layer=False))
 
 
