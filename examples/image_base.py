@@ -38,9 +38,9 @@ def image_config_in(tarball: Path) -> dict[str, Any]:
             assert member is not None
             return json.load(member)
 
-        index = blob_index = tar.extractfile("index.json")
-        assert blob_index is not None
-        index = json.load(blob_index)
+        index_file = tar.extractfile("index.json")
+        assert index_file is not None
+        index = json.load(index_file)
         manifest = blob(index["manifests"][0]["digest"])
         config: dict[str, Any] = blob(manifest["config"]["digest"])
         return config
@@ -63,7 +63,9 @@ async def main() -> None:
             if registry:
                 ref = f"{registry}/examples/image-base:latest"
                 await session.do(
-                    llblib_async.Request.of(app, exports=[llblib_async.ImageExport(ref, push=True, insecure=True)])
+                    llblib_async.Request.of(
+                        app, exports=[llblib_async.ImageExport(ref, push=True, insecure=True)]
+                    )
                 )
                 print("pushed", ref)
             # The session resolved the base's config once, for both image exports that needed it.

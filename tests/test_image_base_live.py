@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -237,3 +240,31 @@ async def test_a_failed_base_leaves_no_image_behind(
         _get, f"{buildkit_registry.url}/v2/llblib-base/orphan/manifests/{tag}", accept="*/*"
     )
     assert status == 404
+
+
+async def test_the_image_base_example_runs(
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry, buildkit_busybox_image: PushedImage
+) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "image_base.py"
+    env = {
+        **os.environ,
+        "BUILDKIT_HOST": buildkit_daemon.address,
+        "BASE_IMAGE": buildkit_busybox_image.ref,
+        "REGISTRY": buildkit_registry.host,
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(example)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"inherited env: ['{BUSYBOX_PATH}', 'GREETING=hello']" in proc.stdout
+    assert "inherited cmd: ['cat', '/hello.txt']" in proc.stdout
+    assert 'opted-out config: {"Cmd": ["cat", "/hello.txt"]}' in proc.stdout
+    assert f"runs on session.image see PATH = {BUSYBOX_PATH.removeprefix('PATH=')}" in proc.stdout
+    assert "pushed " in proc.stdout
