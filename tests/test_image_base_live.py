@@ -34,6 +34,7 @@ from llblib_async.testing.images import PushedImage
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 BUSYBOX_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"  # ENV of the busybox fixture's Dockerfile
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "image_base.py"
 
 
 def _resolver_calls(session: llblib_async.Session) -> int:
@@ -245,7 +246,7 @@ async def test_a_failed_base_leaves_no_image_behind(
 async def test_the_image_base_example_runs(
     buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry, buildkit_busybox_image: PushedImage
 ) -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "image_base.py"
+    example = EXAMPLE
     env = {
         **os.environ,
         "BUILDKIT_HOST": buildkit_daemon.address,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,14 +84,20 @@ def test_image_records_its_pending_base() -> None:
     assert llb.image("busybox", inherit_config=False).image_config is None
 
 
+def _plain(inherit: bool) -> llb.State:
+    return llb.image("alpine:3.20", inherit_config=inherit)
+
+
+def _ran(inherit: bool) -> llb.State:
+    return _plain(inherit).run("true").root
+
+
+def _helped(inherit: bool) -> llb.State:
+    return _plain(inherit).apply(co.add_default_env("A", "1"), co.apply_run("echo hi"), co.cmd("x"))
+
+
 def test_the_marker_changes_nothing_that_is_marshaled() -> None:
-    for build in (
-        lambda inherit: llb.image("alpine:3.20", inherit_config=inherit),
-        lambda inherit: llb.image("alpine:3.20", inherit_config=inherit).run("true").root,
-        lambda inherit: llb.image("alpine:3.20", inherit_config=inherit).apply(
-            co.add_default_env("A", "1"), co.apply_run("echo hi"), co.cmd("x")
-        ),
-    ):
+    for build in (_plain, _ran, _helped):
         with_base, without = build(True), build(False)
         assert llb.marshal(with_base, platform=AMD64) == llb.marshal(without, platform=AMD64)
         assert llb.to_yaml(with_base) == llb.to_yaml(without)
@@ -273,10 +280,10 @@ def test_request_pending_base_config() -> None:
     push = ImageExport("example.com/a:b", push=True)
     assert Request.of(st, exports=[push]).pending_base_config == st.image_config
     assert (
-        Request.of(st, exports=[LocalExport("out"), OCIExport("o.tar")]).pending_base_config
+        Request.of(st, exports=[LocalExport(Path("out")), OCIExport("o.tar")]).pending_base_config
         == st.image_config
     )
-    assert Request.of(st, exports=[LocalExport("out")]).pending_base_config is None
+    assert Request.of(st, exports=[LocalExport(Path("out"))]).pending_base_config is None
     explicit = ImageExport("example.com/a:b", image_config=b"{}")
     assert Request.of(st, exports=[explicit]).pending_base_config is None
     assert Request.of(llb.image("alpine", inherit_config=False), exports=[push]).pending_base_config is None
