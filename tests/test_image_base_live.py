@@ -35,6 +35,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 BUSYBOX_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"  # ENV of the busybox fixture's Dockerfile
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "image_base.py"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "image-config.md"
 
 
 def _resolver_calls(session: llblib_async.Session) -> int:
@@ -269,3 +270,29 @@ async def test_the_image_base_example_runs(
     assert 'opted-out config: {"Cmd": ["cat", "/hello.txt"]}' in proc.stdout
     assert f"runs on session.image see PATH = {BUSYBOX_PATH.removeprefix('PATH=')}" in proc.stdout
     assert "pushed " in proc.stdout
+
+
+async def test_the_docs_example_runs(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: PushedImage, tmp_path: Path
+) -> None:
+    text = DOCS.read_text()
+    section = text[text.index("## States on `llb.image`") :]
+    program = section[section.index("```python\n") + len("```python\n") :]
+    program = program[: program.index("```")]
+    script = tmp_path / "docs_example.py"
+    script.write_text(program)
+    env = {**os.environ, "BUILDKIT_HOST": buildkit_daemon.address, "BASE_IMAGE": buildkit_busybox_image.ref}
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = json.loads(proc.stdout)
+    assert config["config"]["Env"] == [BUSYBOX_PATH, "GREETING=hi"]
+    assert config["config"]["Cmd"] == ["cat", "/hi.txt"]
