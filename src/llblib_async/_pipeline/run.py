@@ -14,7 +14,12 @@ Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
    :class:`FrontendBridge`) and serve its local directories, ``LLBBridge.Solve`` of the
    definition -- or, when the request's State *is* a frontend State, of the frontend
    itself, evaluated, so its result (per-platform refs and image configs) is what is
-   exported and a failing step fails here --, the result handlers, claiming the
+   exported and a failing step fails here --, for an image export of a State on
+   ``llb.image`` the base image's config resolved through the session's
+   ``image_resolver`` (in this build) and the State's config merged onto it like
+   ``FROM`` (:func:`~llblib_async.llb.resolve_base_config`; the exporters read it from
+   the result metadata; a failure is a :class:`~llblib_async.errors.BaseImageError`
+   and cancels the build), the result handlers, claiming the
    session's :class:`~.exports.ExportRoute` when the request exports to the client,
    ``Return``; the daemon then runs the exporters and ``Control.Solve`` returns. If
    either half fails the other is cancelled, and cancelling ``Control.Solve`` cancels

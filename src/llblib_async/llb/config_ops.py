@@ -451,7 +451,12 @@ def cmd(*args: str) -> StateOption:
 
 
 def entrypoint(*args: str) -> StateOption:
-    """``ENTRYPOINT [...]``.  An inherited ``Cmd`` is kept (as llblib does; Docker would reset it)."""
+    """``ENTRYPOINT [...]``.  An inherited ``Cmd`` is kept (as llblib does; Docker would reset it).
+
+    On a State whose base config is still pending (``llb.image``) the base's ``Cmd``
+    is only known at export, and there it is reset as Docker does
+    (:func:`~llblib_async.llb.merge_base_config`).
+    """
     words = _check_words(args, "entrypoint arguments")
     text = "ENTRYPOINT " + _json_list(words)
     return lambda state: _edit(
@@ -595,7 +600,9 @@ class ImageDefinition:
 
     ``definition`` is exactly what ``llb.marshal`` gives (unless ``embed=True``
     added the config to the op metadata); ``image_config`` is ``None`` when the
-    State carries none.
+    State carries none (or only the pending base of a bare ``llb.image``). A
+    config with a pending :attr:`~ImageConfig.base` is returned unmerged: merge it
+    with :func:`~llblib_async.llb.resolve_base_config` (a request does that itself).
     """
 
     definition: Definition
