@@ -157,7 +157,8 @@ class FrontendSpec:
                         f"two local sources are named {local!r} but use different directories: "
                         f"{known} and {path}"
                     )
-            if state.image_config is not None:
+            # A bare llb.image config is only a pending base: nothing to tell the frontend.
+            if state.image_config is not None and not state.image_config.is_bare_base:
                 config = base64.b64encode(state.image_config.to_json()).decode()
                 opts[f"input-metadata:{name}"] = json.dumps({EXPORTER_IMAGE_CONFIG_KEY: config})
         return FrontendRequest(
