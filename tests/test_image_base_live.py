@@ -296,3 +296,33 @@ async def test_the_docs_example_runs(
     config = json.loads(proc.stdout)
     assert config["config"]["Env"] == [BUSYBOX_PATH, "GREETING=hi"]
     assert config["config"]["Cmd"] == ["cat", "/hi.txt"]
+
+
+async def test_a_dockerfile_from_a_named_context_on_llb_image_gets_the_base_env(
+    buildkit_daemon: BuildkitDaemon,
+    buildkit_registry: Registry,
+    buildkit_busybox_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    base = llb.image(buildkit_busybox_image.ref).apply(co.add_default_env("FROM_STATE", "yes"))
+    st = llb.dockerfile(
+        'FROM base\nRUN echo "$PATH $FROM_STATE" > /env.txt\n',
+        named_contexts={"base": base},
+    )
+    out = tmp_path / "out"
+    async with llblib_async.connect(buildkit_daemon.address) as client, Solver().session(client) as session:
+        await session.do(Request.of(st, exports=[LocalExport(out)]))
+        await session.do(
+            Request.of(
+                st,
+                exports=[
+                    ImageExport(f"{buildkit_registry.host}/llblib-base/df:{tag}", push=True, insecure=True)
+                ],
+            )
+        )
+        assert _resolver_calls(session) == 1
+    assert (out / "env.txt").read_text() == f"{BUSYBOX_PATH.removeprefix('PATH=')} yes\n"
+    _, _, config = await pull_manifest(buildkit_registry, "llblib-base/df", tag)
+    assert config["config"]["Env"] == [BUSYBOX_PATH, "FROM_STATE=yes"]
+    assert config["config"]["Cmd"] == ["/bin/sh"]

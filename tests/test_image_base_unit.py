@@ -6,8 +6,10 @@ The live side (the request pipeline resolving the base and the pushed configs) i
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from llblib_async._pb.moby.buildkit.v1 import frontend as gw
 from llblib_async._pipeline.solve_request import put_image_config
 from llblib_async.exporters import ImageExport, LocalExport, OCIExport
 from llblib_async.llb import config_ops as co
+from llblib_async.llb.base_config import using_base_resolver
+from llblib_async.llb.frontend import frontend_spec
 from llblib_async.llb.image_config import BaseImage, HealthCheck, History, ImageConfig, RunConfig
 from llblib_async.request import Request
 
@@ -299,3 +303,31 @@ def test_put_image_config_puts_the_merged_config_in_the_result_metadata() -> Non
     merged = llb.merge_base_config(BASE, _own(llb.image("alpine").apply(co.cmd("x"))))
     put_image_config(result, [ImageExport("example.com/a:b")], [], resolved=merged)
     assert result.metadata["containerimage.config"] == merged.to_json()
+
+
+async def test_frontend_inputs_on_llb_image_pass_the_merged_config() -> None:
+    bare = llb.image("alpine:3.20")
+    helped = bare.apply(co.add_default_env("A", "1"))
+    st = llb.frontend("example.com/frontend:1", inputs={"bare": bare, "helped": helped})
+    spec = frontend_spec(st)
+    assert spec is not None
+
+    def metadata(opts: Mapping[str, str], name: str) -> ImageConfig | None:
+        raw = opts.get(f"input-metadata:{name}")
+        if raw is None:
+            return None
+        return ImageConfig.from_json(base64.b64decode(json.loads(raw)["containerimage.config"]))
+
+    # Outside a build: nothing for a bare image, the State's own config otherwise (as before).
+    request = await spec.request(platform=AMD64)
+    assert metadata(request.opts, "bare") is None
+    assert metadata(request.opts, "helped") == dataclasses.replace(_own(helped), base=None)
+    # In a build with a base resolver: merged onto the base's config, for the frontend's platform.
+    fake = FakeResolver()
+    with using_base_resolver(fake):
+        request = await spec.request(platform=AMD64)
+    assert metadata(request.opts, "bare") == BASE
+    helped_config = metadata(request.opts, "helped")
+    assert helped_config is not None
+    assert helped_config.config.env == (*BASE.config.env, "A=1")
+    assert fake.calls == [("docker.io/library/alpine:3.20", AMD64)] * 2

@@ -34,6 +34,7 @@ A result handler's own exception is raised unchanged (not wrapped in an
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
 from ..errors import BaseImageError, BuildKitError, ConnectionLostError
 from ..gateway.bridge import Bridge
+from ..llb.base_config import using_base_resolver
 from ..llb.frontend import (
     FrontendRequest,
     FrontendResult,
@@ -268,6 +270,13 @@ async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePl
     )
 
 
+def _base_resolution(session: SessionServices) -> contextlib.AbstractContextManager[object]:
+    """Frontend inputs on ``llb.image`` resolve their base's config with the session's resolver."""
+    if session.image_resolver is None:
+        return contextlib.nullcontext()
+    return using_base_resolver(session.image_resolver)
+
+
 async def _merge_base(config: llb.ImageConfig, session: SessionServices) -> llb.ImageConfig:
     """``config`` merged onto its pending base's config, resolved with the session's resolver."""
     if session.image_resolver is None:
@@ -308,7 +317,11 @@ async def _gateway_build(
         nonlocal holding_route
         try:
             runner = FrontendBridge(bridge, session, cache, served)
-            with marshal_scope(session.session_id), using_frontend_runner(runner):
+            with (
+                marshal_scope(session.session_id),
+                using_frontend_runner(runner),
+                _base_resolution(session),
+            ):
                 pb_result = await target(runner, request, cache)
                 if pending is not None:
                     # In this build: the session's GatewayResolver asks through its bridge.

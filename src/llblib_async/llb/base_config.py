@@ -31,6 +31,9 @@ without ``Cmd`` resets it, as Docker does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 
 from ..errors import BaseImageError, BuildKitError
@@ -38,7 +41,7 @@ from .image_config import ContainerConfig, ImageConfig, RunConfig
 from .image_resolver import ImageConfigResolver, resolve_image_config
 from .platform import Platform, default_platform
 
-__all__ = ["merge_base_config", "resolve_base_config"]
+__all__ = ["current_base_resolver", "merge_base_config", "resolve_base_config", "using_base_resolver"]
 
 
 def _merge_env(base: tuple[str, ...], own: tuple[str, ...]) -> tuple[str, ...]:
@@ -141,3 +144,26 @@ async def resolve_base_config(
     except BuildKitError as err:
         raise BaseImageError(base.ref, str(err)) from err
     return merge_base_config(resolved.config, config)
+
+
+_RESOLVER: ContextVar[ImageConfigResolver | None] = ContextVar("llblib_async.llb.base_resolver", default=None)
+
+
+def current_base_resolver() -> ImageConfigResolver | None:
+    """The resolver :func:`using_base_resolver` installed here (``None`` outside a build).
+
+    Frontend inputs built on ``llb.image`` use it to hand the frontend their config merged
+    onto the base's (``input-metadata``), so a Dockerfile ``FROM <named context>`` gets
+    the base's env as it would for ``docker-image://``.
+    """
+    return _RESOLVER.get()
+
+
+@contextmanager
+def using_base_resolver(resolver: ImageConfigResolver) -> Iterator[None]:
+    """Pending base configs met in this block (and tasks started in it) resolve with ``resolver``."""
+    token = _RESOLVER.set(resolver)
+    try:
+        yield
+    finally:
+        _RESOLVER.reset(token)
