@@ -24,11 +24,12 @@ from test_exporters_registry import _get, pull_manifest
 
 import llblib_async
 from llblib_async import llb
-from llblib_async.exporters import ImageExport, LocalExport, OCIExport
+from llblib_async.exporters import ImageExport, LocalExport, MobyExport, OCIExport
 from llblib_async.llb import config_ops as co
 from llblib_async.request import RESPONSE_IMAGE_CONFIG_KEY, Request
 from llblib_async.solver import Solver
 from llblib_async.testing import BuildkitDaemon, Registry
+from llblib_async.testing.dockerd import DockerDaemon
 from llblib_async.testing.images import PushedImage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -326,3 +327,20 @@ async def test_a_dockerfile_from_a_named_context_on_llb_image_gets_the_base_env(
     _, _, config = await pull_manifest(buildkit_registry, "llblib-base/df", tag)
     assert config["config"]["Env"] == [BUSYBOX_PATH, "FROM_STATE=yes"]
     assert config["config"]["Cmd"] == ["/bin/sh"]
+
+
+@pytest.mark.docker
+async def test_moby_export_on_a_docker_daemon_inherits_the_base_config(
+    buildkit_dockerd: DockerDaemon, buildkit_busybox_image: PushedImage
+) -> None:
+    name = f"llblib-image-base:{uuid.uuid4().hex[:12]}"
+    st = llb.image(buildkit_busybox_image.ref).apply(co.add_default_env("APP", "moby"), co.cmd("echo"))
+    async with (
+        llblib_async.connect("docker+" + buildkit_dockerd.host) as client,
+        Solver().session(client) as session,
+    ):
+        await session.do(Request.of(st, exports=[MobyExport(name)]))
+        assert _resolver_calls(session) == 1
+    config = (await buildkit_dockerd.inspect_image(name))["Config"]
+    assert config["Env"] == [BUSYBOX_PATH, "APP=moby"]
+    assert config["Cmd"] == ["echo"]
