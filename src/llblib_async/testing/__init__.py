@@ -14,7 +14,7 @@ itself, on a developer machine or a fresh Debian 12 CI machine (root, no Docker 
 Everything lives in a private instance directory under ``$LLBLIB_TEST_TMPDIR``
 (default ``/var/tmp``) and is removed by ``stop()`` - including mounts and containers a
 killed daemon leaves behind.  A missing prerequisite raises :class:`PrerequisiteError`
-with the command that installs it; :func:`provision` (``python -m
+with the command that installs it; :mod:`~llblib_async.testing.provision` (``python -m
 llblib_async.testing.provision tests``, which ``nox -s tests`` runs) installs the Debian
 packages when run as root on Debian, and ``.ci/install-prereqs.sh`` installs them for CI.
 
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from .buildkitd import BuildkitDaemon
     from .docker_registry import Registry, bcrypt_hash
     from .dockerd import DockerDaemon
-    from .provision import provision
     from .rootfs import busybox_rootfs
 
 __all__ = [
@@ -63,7 +62,6 @@ __all__ = [
     "default_cache_dir",
     "ensure_buildkit_binaries",
     "ensure_runc",
-    "provision",
     "serve_attachable",
 ]
 
@@ -80,7 +78,6 @@ _LAZY = {
     "default_cache_dir": "binaries",
     "ensure_buildkit_binaries": "binaries",
     "ensure_runc": "binaries",
-    "provision": "provision",
     "RUNC_VERSION": "binaries",
     "serve_attachable": "attachable_server",
 }

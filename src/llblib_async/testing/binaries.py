@@ -317,7 +317,7 @@ def _seccomp_build_env(
     if not template.is_file():
         raise PrerequisiteError(f"`go mod download {module}` gave no include/seccomp.h.in: {info}")
     prefix = staging / "libseccomp"
-    for sub in ("include", "lib", "pkgconfig"):
+    for sub in ("include", "pkgconfig"):
         (prefix / sub).mkdir(parents=True)
     header = (
         template.read_text()
@@ -327,14 +327,18 @@ def _seccomp_build_env(
     )
     (prefix / "include" / "seccomp.h").write_text(header)
     shutil.copyfile(source / "include" / "seccomp-syscalls.h", prefix / "include" / "seccomp-syscalls.h")
-    (prefix / "lib" / "libseccomp.so").symlink_to(library)
+    # Go's build cache keys cgo packages by CGO_CFLAGS but not by pkg-config's output, and
+    # keeps the link flags it got: so the header directory goes into CGO_CFLAGS (a new key
+    # for a new directory) and the library is named in its own, stable directory.
     (prefix / "pkgconfig" / "libseccomp.pc").write_text(
         f"Name: libseccomp\nDescription: headers of {module} for {library}\n"
-        f"Version: {major}.{minor}.{micro}\nCflags: -I{prefix / 'include'}\n"
-        f"Libs: -L{prefix / 'lib'} -lseccomp\n"
+        f"Version: {major}.{minor}.{micro}\nCflags:\nLibs: -L{library.parent} -l:libseccomp.so.{major}\n"
     )
     path = os.environ.get("PKG_CONFIG_PATH")
-    return {"PKG_CONFIG_PATH": str(prefix / "pkgconfig") + (os.pathsep + path if path else "")}
+    return {
+        "PKG_CONFIG_PATH": str(prefix / "pkgconfig") + (os.pathsep + path if path else ""),
+        "CGO_CFLAGS": f"{os.environ.get('CGO_CFLAGS', '-O2 -g')} -I{prefix / 'include'}",
+    }
 
 
 def _build_runc(version: str, target: Path, missing: Path, libseccomp_dirs: tuple[str, ...] | None) -> None:
