@@ -109,9 +109,8 @@ def test_every_block_says_what_it_is(block: Block) -> None:
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.id for b in PYTHON_BLOCKS])
-def test_python_block_is_a_complete_offline_program(block: Block) -> None:
+def test_python_block_is_a_complete_program(block: Block) -> None:
     tree = ast.parse(block.code, filename=block.id)  # top-level await would not parse
-    assert "docker.io/" not in block.code, f"{block.id} pulls from Docker Hub; use $BASE_IMAGE"
     imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert imports, f"{block.id} imports nothing"
 
