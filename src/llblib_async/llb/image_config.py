@@ -520,7 +520,9 @@ class ImageConfig:
         Such a config has nothing of its own to export: exporting the State exports
         the base's config (or, with the base's config not resolved, no config at all).
         """
-        return self.base is not None and replace(self, base=None) == _EMPTY_CONFIG
+        if self.base is None or self.history or self.created is not None:
+            return False  # the fast answer for every config a helper touched
+        return replace(self, base=None) == _EMPTY_CONFIG
 
     # --- JSON -------------------------------------------------------------------------------------
 
