@@ -51,7 +51,8 @@ async def test_add_attachable_while_a_session_is_open_raises_naming_it(
             assert seen == [b"late local"]
         # once the session closed, a new one serves it
         solver.add_attachable(late)
-        assert solver.attachables[-1] is late and len(solver.attachables) == 2
+        assert len(solver.attachables) == 2
+        assert solver.attachables[-1] is late
         async with solver.session(client) as session:
             await asyncio.wait_for(
                 session.do(solver.build(llb.scratch().mkfile("/x", str(time.time_ns())))), 60
