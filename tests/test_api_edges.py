@@ -4,7 +4,11 @@ results, the content-tracking defaults of ``llb.local`` and ``Solver.local``."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import tarfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpclib.const
@@ -12,7 +16,9 @@ import pytest
 
 import llblib_async
 from llblib_async import LateAttachableError, Result, Solver, llb
+from llblib_async.llb import config_ops as co
 from llblib_async.testing import BuildkitDaemon
+from llblib_async.testing.docker_registry import Registry
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,3 +63,117 @@ async def test_add_attachable_while_a_session_is_open_raises_naming_it(
             await asyncio.wait_for(
                 session.do(solver.build(llb.scratch().mkfile("/x", str(time.time_ns())))), 60
             )
+
+
+# --------------------------------------------------------------------------- typed export results
+
+
+def _image_state(stamp: int) -> llb.State:
+    return (
+        llb.scratch()
+        .with_platform(llb.default_platform())
+        .mkfile("/stamp", str(stamp))
+        .apply(co.add_label("stamp", str(stamp)))
+    )
+
+
+def _manifest_of_registry(registry: Registry, repo: str, tag: str) -> tuple[str, bytes]:
+    req = urllib.request.Request(
+        f"{registry.url}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.headers["Docker-Content-Digest"], resp.read()
+
+
+async def test_a_pushed_image_has_typed_digest_descriptor_and_pushed_names(
+    buildkit_daemon: BuildkitDaemon, buildkit_registry: Registry
+) -> None:
+    stamp = time.time_ns()
+    repo = f"typed/push{stamp}"
+    names = [f"{buildkit_registry.host}/{repo}:a", f"{buildkit_registry.host}/{repo}:b"]
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        result = await asyncio.wait_for(
+            client.solve(
+                _image_state(stamp), exports=[llblib_async.ImageExport(names, push=True, insecure=True)]
+            ),
+            120,
+        )
+    pushed_digest, manifest = await asyncio.to_thread(_manifest_of_registry, buildkit_registry, repo, "b")
+    assert result.image_digest == pushed_digest
+    assert result.pushed_names == tuple(names)
+    assert result.image_names == tuple(names)
+    descriptor = result.descriptor
+    assert descriptor is not None
+    assert descriptor.digest == pushed_digest
+    assert descriptor.size == len(manifest)
+    assert descriptor.media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert descriptor.platform == llb.default_platform().os + "/" + llb.default_platform().architecture
+    assert result.config_digest == json.loads(manifest)["config"]["digest"]
+    assert result.image_config is not None
+    assert result.image_config.config.label_map == {"stamp": str(stamp)}
+    assert result.outputs == ()
+    # the raw map is kept
+    assert result.exporter_response["containerimage.digest"] == pushed_digest
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+async def test_an_image_tarball_has_typed_digest_and_descriptor(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path, kind: str
+) -> None:
+    stamp = time.time_ns()
+    dest = tmp_path / f"{kind}.tar"
+    export = (llblib_async.OCIExport if kind == "oci" else llblib_async.DockerExport)(dest, name="x/y:1")
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        result = await asyncio.wait_for(client.solve(_image_state(stamp), exports=[export]), 120)
+    with tarfile.open(dest) as tar:
+        f = tar.extractfile("index.json")
+        assert f is not None
+        [entry] = json.load(f)["manifests"]
+        manifest = tar.extractfile("blobs/sha256/" + entry["digest"].removeprefix("sha256:"))
+        assert manifest is not None
+        config_digest = json.load(manifest)["config"]["digest"]
+    assert result.image_digest == entry["digest"]
+    descriptor = result.descriptor
+    assert descriptor is not None
+    assert (descriptor.digest, descriptor.size, descriptor.media_type) == (
+        entry["digest"],
+        entry["size"],
+        entry["mediaType"],
+    )
+    assert "org.opencontainers.image.created" in descriptor.annotations
+    assert result.config_digest == config_digest
+    assert result.image_names == ("docker.io/x/y:1",)
+    assert result.pushed_names == ()
+    assert result.outputs == (dest,)
+
+
+async def test_a_local_export_has_no_image_fields_and_names_its_output(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
+    out, tar = tmp_path / "out", tmp_path / "out.tar"
+    exports: list[llblib_async.LocalExport | llblib_async.TarExport] = [
+        llblib_async.LocalExport(out),
+        llblib_async.TarExport(tar),
+    ]
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        result = await asyncio.wait_for(client.solve(llb.scratch().mkfile("/f", "x"), exports=exports), 60)
+    assert (out / "f").read_text() == "x"
+    assert result.outputs == (out, tar)
+    assert result.image_digest is None
+    assert result.config_digest is None
+    assert result.descriptor is None
+    assert result.image_names == ()
+    assert result.pushed_names == ()
+    assert result.image_config is None
+    assert dict(result.exporter_response) == {}
+
+
+async def test_a_bad_descriptor_raises_export_error_naming_it() -> None:
+    result = llblib_async.SolveResult(ref="r", exporter_response={"containerimage.descriptor": "%%%"})
+    with pytest.raises(llblib_async.ExportError, match="%%%"):
+        _ = result.descriptor
+    not_one = base64.b64encode(b'{"size": 1}').decode()
+    result = llblib_async.SolveResult(ref="r", exporter_response={"containerimage.descriptor": not_one})
+    with pytest.raises(llblib_async.ExportError, match="not an OCI descriptor"):
+        _ = result.descriptor

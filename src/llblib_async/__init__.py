@@ -60,7 +60,14 @@ from .progress import (
     RecordingProgress,
     StatusUpdate,
 )
-from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
+from .request import (
+    RESPONSE_IMAGE_CONFIG_KEY,
+    Descriptor,
+    Request,
+    RequestOptions,
+    ResultHandler,
+    SolveResult,
+)
 from .session import Session
 from .solver import Solver
 
@@ -79,6 +86,7 @@ __all__ = [
     "ConnectionLostError",
     "DaemonError",
     "DaemonUnreachableError",
+    "Descriptor",
     "DockerAuthProvider",
     "DockerExport",
     "ExportError",

@@ -29,7 +29,6 @@ A result handler's own exception is raised unchanged (not wrapped in an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import anyio
 
@@ -131,7 +130,7 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     exporter_response = dict(response.exporter_response)
     if request.image_config is not None:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
-    return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
+    return SolveResult.of(request, ref, exporter_response)
 
 
 async def _gateway_build(
