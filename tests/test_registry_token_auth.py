@@ -352,7 +352,7 @@ async def test_fetch_token_refuses_unsafe_realms(tmp_path: Path, monkeypatch: py
     # HTTP to it), and anywhere with insecure_token_realms=True
     asked: list[str] = []
 
-    def fake_get(request: Any) -> dict[str, Any]:
+    async def fake_get(request: Any) -> dict[str, Any]:
         asked.append(request.realm)
         return {"token": "t"}
 
