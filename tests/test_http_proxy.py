@@ -137,7 +137,7 @@ async def test_proxy_rules_follow_go() -> None:
     assert ProxyConfig.from_environment(lower).proxy_for("http://other.org/") == "http://lower:1"
     assert ProxyConfig.from_environment(lower).proxy_for("http://example.com/") is None
     assert ProxyConfig.from_environment({"ALL_PROXY": "http://all:1"}).proxy_for("http://x.org/") is None
-    cases = {
+    cases: dict[str, dict[str, str | None]] = {
         "example.com": {"example.com": None, "a.example.com": None, "notexample.com": "p"},
         ".example.com": {"example.com": "p", "a.example.com": None},
         "*.example.com": {"example.com": "p", "a.b.example.com": None},
