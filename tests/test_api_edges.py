@@ -16,6 +16,7 @@ import pytest
 
 import llblib_async
 from llblib_async import LateAttachableError, Result, Solver, llb
+from llblib_async._pb import pb
 from llblib_async.llb import config_ops as co
 from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.docker_registry import Registry
@@ -177,3 +178,27 @@ async def test_a_bad_descriptor_raises_export_error_naming_it() -> None:
     result = llblib_async.SolveResult(ref="r", exporter_response={"containerimage.descriptor": not_one})
     with pytest.raises(llblib_async.ExportError, match="not an OCI descriptor"):
         _ = result.descriptor
+
+
+# --------------------------------------------------------------------------- content tracking defaults
+
+
+def _local_attrs(state: llb.State) -> dict[str, str]:
+    [source] = [op.source for op in map(pb.Op.parse, llb.marshal(state).ops[:-1]) if op.source is not None]
+    return dict(source.attrs)
+
+
+async def test_llb_local_does_not_track_content_and_solver_local_does(tmp_path: Path) -> None:
+    """The documented defaults: ``llb.local`` makes Go ``llb.Local``'s op (no content in
+    it), ``Solver.local`` puts the directory's content digest in (Go llblib's ``Local``)."""
+    (tmp_path / "f").write_text("one")
+    plain = _local_attrs(llb.local(tmp_path, name="ctx"))
+    tracked = _local_attrs(Solver().local(tmp_path, name="ctx"))
+    digest = llb.local_content_digest(tmp_path)
+    assert plain["local.unique"] == llb.default_local_unique_id(tmp_path)
+    assert "local.excludepatterns" not in plain
+    assert tracked["local.unique"] == digest
+    assert digest.removeprefix("sha256:") in tracked["local.excludepatterns"]
+    # either default can be overridden, and then the ops are the same
+    assert _local_attrs(llb.local(tmp_path, name="ctx", track_content=True)) == tracked
+    assert _local_attrs(Solver().local(tmp_path, name="ctx", track_content=False)) == plain

@@ -78,12 +78,15 @@ class Solver:
     ) -> llb.State:
         """A local directory source, registered now (Go llblib's ``Solver.Local``).
 
-        Unlike a plain :func:`llb.local <llblib_async.llb.local>`, ``track_content``
-        defaults to true: the source is derived from the directory's current
+        Unlike a plain :func:`llb.local <llblib_async.llb.local>` (false there, for
+        Go ``llb.Local``'s bytes), ``track_content`` defaults to true, as Go llblib's
+        ``Solver.Local``: the source is derived from the directory's current
         content, so a session sends an unchanged directory once and a changed one
-        again (only the changed files). ``owner`` is the ``(uid, gid)`` every file
-        gets in the build (BuildKit's clients send 0:0). ``path`` may name a single
-        file: the source then holds just that file. Other keyword arguments go to
+        again (only the changed files); pass ``track_content=False`` for the plain
+        behaviour (a changed directory is not sent again within one session).
+        ``owner`` is the ``(uid, gid)`` every file gets in the build (BuildKit's
+        clients send 0:0). ``path`` may name a single file: the source then holds
+        just that file. Other keyword arguments go to
         :func:`llb.local <llblib_async.llb.local>`. Raises
         :class:`~llblib_async.errors.LocalDirError` if ``path`` does not exist.
         """
