@@ -17,6 +17,7 @@ import pytest
 import llblib_async
 from llblib_async import LateAttachableError, Result, Solver, llb
 from llblib_async._pb import pb
+from llblib_async._pb.moby.buildkit import v1 as control
 from llblib_async.llb import config_ops as co
 from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.docker_registry import Registry
@@ -202,3 +203,45 @@ async def test_llb_local_does_not_track_content_and_solver_local_does(tmp_path: 
     # either default can be overridden, and then the ops are the same
     assert _local_attrs(llb.local(tmp_path, name="ctx", track_content=True)) == tracked
     assert _local_attrs(Solver().local(tmp_path, name="ctx", track_content=False)) == plain
+
+
+# --------------------------------------------------------------------------- build history
+
+
+async def _history_refs(client: llblib_async.Client, ref: str) -> list[str]:
+    stub = control.ControlStub(client.connection.channel)
+    refs = []
+    async for event in stub.listen_build_history(control.BuildHistoryRequest(ref=ref, early_exit=True)):
+        if event.record is not None:
+            refs.append(event.record.ref)
+    return refs
+
+
+async def test_record_history_false_keeps_a_build_out_of_the_daemon_history(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
+    solver = Solver()
+    stamp = str(time.time_ns())
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        recorded = await asyncio.wait_for(
+            session.do(
+                solver.build(
+                    llb.scratch().mkfile("/a", stamp), exports=[llblib_async.LocalExport(tmp_path / "a")]
+                )
+            ),
+            60,
+        )
+        internal = await asyncio.wait_for(
+            session.do(
+                solver.build(
+                    llb.scratch().mkfile("/b", stamp),
+                    exports=[llblib_async.LocalExport(tmp_path / "b")],
+                    record_history=False,
+                )
+            ),
+            60,
+        )
+        assert await _history_refs(client, recorded.ref) == [recorded.ref]
+        assert await _history_refs(client, internal.ref) == []
+    assert (tmp_path / "a" / "a").read_text() == stamp
+    assert (tmp_path / "b" / "b").read_text() == stamp

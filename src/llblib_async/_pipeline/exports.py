@@ -54,6 +54,11 @@ PrivateSessionOpener = Callable[[Sequence[Attachable]], AbstractAsyncContextMana
 class ExportRoute:
     """Chooses the BuildKit session a request's exports arrive in (see the module docstring)."""
 
+    #: False: a download waits for the session's own route instead of opening a private
+    #: session (downloads queue, as before private sessions existed; the downloads
+    #: benchmark sets it to compare).
+    allow_private = True
+
     def __init__(
         self,
         session_id: str,
@@ -76,8 +81,8 @@ class ExportRoute:
         if not targets and layout is None:
             yield self._session_id
             return
-        if not self._lock.locked():
-            async with self._lock:  # free: acquired without waiting
+        if not self._lock.locked() or not self.allow_private:
+            async with self._lock:  # free: acquired without waiting (unless queueing)
                 self._filesend.targets = dict(targets)
                 if layout is not None:
                     self._content_store.stores[EXPORT_STORE] = layout
