@@ -21,7 +21,7 @@ import pytest
 import llblib_async
 from llblib_async import Solver, llb
 from llblib_async.attachables.filesend import ByteSink, StreamTarget
-from llblib_async.testing import BuildkitDaemon
+from llblib_async.testing import BuildkitDaemon, DockerDaemon
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -126,3 +126,50 @@ async def test_downloads_overlap_in_time(buildkit_daemon: BuildkitDaemon, tmp_pa
             assert f is not None
             [manifest] = json.load(f)["manifests"]
         assert manifest["digest"] == result.exporter_response["containerimage.digest"]
+
+
+async def _download_while_another_request_holds_the_route(address: str, tmp_path: Path) -> int:
+    """Request A (a LocalExport) holds the session's route, parked in its result handler;
+    B (a TarExport) runs meanwhile and must come through a private session."""
+    stamp = time.time_ns()
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(result: llblib_async.Result) -> None:
+        holding.set()
+        await release.wait()
+
+    solver = Solver()
+    a = solver.build(_state(0, stamp), exports=[llblib_async.LocalExport(tmp_path / "a")], on_result=hold)
+    b = solver.build(_state(1, stamp), exports=[llblib_async.TarExport(tmp_path / "b.tar")])
+    async with llblib_async.connect(address) as client, solver.session(client) as session:
+        task_a = asyncio.create_task(session.do(a))
+        try:
+            await asyncio.wait_for(holding.wait(), 60)
+            result_b = await asyncio.wait_for(session.do(b), 60)
+            assert not task_a.done()
+        finally:
+            release.set()
+        await asyncio.wait_for(task_a, 60)
+        private = session.export_sessions
+    assert result_b.outputs == (tmp_path / "b.tar",)
+    assert (tmp_path / "a" / "id").read_text() == f"0 {stamp}"
+    with tarfile.open(tmp_path / "b.tar") as tar:
+        f = tar.extractfile("id")
+        assert f is not None
+        assert f.read().decode() == f"1 {stamp}"
+    return private
+
+
+async def test_a_download_runs_while_another_request_holds_the_session_route(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
+    assert await _download_while_another_request_holds_the_route(buildkit_daemon.address, tmp_path) == 1
+
+
+@pytest.mark.docker
+async def test_private_export_sessions_on_a_docker_daemon(
+    buildkit_dockerd: DockerDaemon, tmp_path: Path
+) -> None:
+    """On ``docker://`` the private session is another ``/session`` hijack."""
+    address = "docker+" + buildkit_dockerd.host
+    assert await _download_while_another_request_holds_the_route(address, tmp_path) == 1
