@@ -28,8 +28,8 @@ pipeline did before private export sessions). Every download is checked after ev
 run. Client and daemon CPU seconds of the concurrent phase are shown, to tell a
 CPU-bound run from a latency-bound one. ``--no-history`` makes the requests with
 ``record_history=False``: the daemon then writes no build-history record after each
-request (~0.4 s each on the test machine, and they queue when many requests end
-together). Medians over the runs are printed and, as the
+request (~0.1 s each on an idle test machine, more under load; they queue when many
+requests end together). Medians over the runs are printed and, as the
 last line, ``downloads ratio (concurrent/slowest single): files=X slow-sink=Y``
 (the goal is at most 1.2).
 """

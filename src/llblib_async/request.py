@@ -54,8 +54,9 @@ class RequestOptions(TypedDict, total=False):
     (default true, as with Go's client and buildctl) keeps the build in the daemon's
     build history (``buildctl debug history``); false marks it internal
     (``SolveRequest.internal``), which spares the daemon writing the record after the
-    build: about 0.4 s per request on the test machine, written one after the other
-    when many requests end together (``nox -s bench -- downloads``).
+    build: about 0.1 s per request on an idle test machine (more under load), written
+    one after the other when many requests end together (``nox -s bench -- downloads
+    --no-history`` compares).
     """
 
     label: str
