@@ -49,6 +49,12 @@ async def test_add_attachable_while_a_session_is_open_raises_naming_it(
             assert caught.value.attachable is late
             assert repr(late) in str(caught.value)
             assert isinstance(caught.value, RuntimeError)
+            # a late Secrets is named without its values
+            secret = f"hunter-{time.time_ns()}"
+            late_secrets = llblib_async.Secrets({"tok": llblib_async.Secret.from_bytes(secret.encode())})
+            with pytest.raises(LateAttachableError, match="Secrets") as caught_secrets:
+                solver.add_attachable(late_secrets)
+            assert secret not in str(caught_secrets.value)
             # nothing was registered, and the session still works (locals still may be added)
             assert solver.attachables == (early,)
             (tmp_path / "ctx").mkdir()
