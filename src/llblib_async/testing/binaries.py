@@ -106,7 +106,9 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _run_go(go: str, args: list[str], *, cwd: Path, log_path: Path, timeout: float) -> str:
+def _run_go(
+    go: str, args: list[str], *, cwd: Path, log_path: Path, timeout: float, env: dict[str, str] | None = None
+) -> str:
     """Run a go command with stderr appended to ``log_path``; return stdout."""
     with open(log_path, "ab") as log_file:
         log_file.write(f"$ go {' '.join(args)}  (in {cwd})\n".encode())
@@ -118,6 +120,7 @@ def _run_go(go: str, args: list[str], *, cwd: Path, log_path: Path, timeout: flo
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 stdin=subprocess.DEVNULL,
+                env=env,
                 timeout=timeout,
                 check=False,
             )
@@ -201,3 +204,83 @@ def ensure_buildkit_binaries(version: str | None = None, cache_dir: Path | None 
             if not _complete(target):  # another process may have built it while we waited
                 _build(version, target)
     return BuildkitBinaries(version=version, buildkitd=target / "buildkitd", buildctl=target / "buildctl")
+
+
+DOCKERFILE_FRONTEND_PACKAGE: Final = "./frontend/dockerfile/cmd/dockerfile-frontend"
+
+
+def default_frontend_dir(version: str) -> Path:
+    """Where BuildKit's Dockerfile frontend of one version is cached:
+    ``<cache root>/buildkit-<version>/frontend``."""
+    return default_cache_root() / f"buildkit-{version}" / "frontend"
+
+
+def _build_frontend(version: str, target: Path) -> None:
+    """Build BuildKit's Dockerfile frontend (``dockerfile-frontend``) at ``version`` into ``target``.
+
+    Statically linked (``CGO_ENABLED=0``, the tags of BuildKit's own release build), as it
+    runs alone in a ``FROM scratch`` image.
+    """
+    go = _find_go()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    build_log = staging / "build.log"
+    try:
+        out_dir = staging / "frontend"
+        out_dir.mkdir()
+        info = json.loads(
+            _run_go(
+                go,
+                ["mod", "download", "-json", f"{BUILDKIT_MODULE}@{version}"],
+                cwd=staging,
+                log_path=build_log,
+                timeout=BUILD_TIMEOUT,
+            )
+        )
+        source = info.get("Dir")
+        if not source:
+            raise PrerequisiteError(f"`go mod download` gave no source directory for {version}: {info}")
+        _run_go(
+            go,
+            [
+                "build",
+                "-trimpath",
+                "-tags",
+                "netgo static_build osusergo",
+                "-ldflags",
+                f"-X main.Version={version}",
+                "-o",
+                str(out_dir / "dockerfile-frontend"),
+                DOCKERFILE_FRONTEND_PACKAGE,
+            ],
+            cwd=Path(source),
+            log_path=build_log,
+            timeout=BUILD_TIMEOUT,
+            env={**os.environ, "CGO_ENABLED": "0"},
+        )
+        if not os.access(out_dir / "dockerfile-frontend", os.X_OK):
+            raise PrerequisiteError(f"go build left no dockerfile-frontend; log:\n{log_tail(build_log)}")
+        if target.exists():
+            shutil.rmtree(target)
+        out_dir.rename(target)  # atomic: the cache is either complete or absent
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def ensure_dockerfile_frontend(version: str | None = None, cache_dir: Path | None = None) -> Path:
+    """BuildKit's Dockerfile frontend binary at ``version`` (default: the pinned one), built once and cached.
+
+    It is what ``docker/dockerfile:<version>`` images run; tests put it in an image on the
+    loopback registry and run it as a ``gateway.v0`` frontend. Raises
+    :class:`~llblib_async.testing.PrerequisiteError` when Go is missing or the build fails.
+    """
+    version = version or default_buildkit_version()
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"not a BuildKit release version: {version!r} (expected e.g. {BUILDKIT_VERSION!r})")
+    target = Path(cache_dir) if cache_dir is not None else default_frontend_dir(version)
+    binary = target / "dockerfile-frontend"
+    if not os.access(binary, os.X_OK):
+        with _locked(target.parent / f".{target.name}.lock"):
+            if not os.access(binary, os.X_OK):
+                _build_frontend(version, target)
+    return binary
