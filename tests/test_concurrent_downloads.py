@@ -173,3 +173,24 @@ async def test_private_export_sessions_on_a_docker_daemon(
     """On ``docker://`` the private session is another ``/session`` hijack."""
     address = "docker+" + buildkit_dockerd.host
     assert await _download_while_another_request_holds_the_route(address, tmp_path) == 1
+
+
+async def test_concurrent_dockerfile_builds_download_their_own_context(
+    buildkit_daemon: BuildkitDaemon, tmp_path: Path
+) -> None:
+    """Frontend builds read their context through the session the request names -- a
+    private one for all but one of them -- and each download holds its own files."""
+    stamp = time.time_ns()
+    solver = Solver()
+    requests = []
+    for i in range(4):
+        ctx = tmp_path / f"ctx{i}"
+        ctx.mkdir()
+        (ctx / "data.txt").write_text(f"{i} {stamp}")
+        state = llb.dockerfile("FROM scratch\nCOPY data.txt /out/\n", context=ctx)
+        requests.append(solver.build(state, exports=[llblib_async.LocalExport(tmp_path / f"out{i}")]))
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        await asyncio.wait_for(asyncio.gather(*(session.do(r) for r in requests)), 120)
+        assert session.export_sessions >= 1
+    for i in range(4):
+        assert (tmp_path / f"out{i}" / "out" / "data.txt").read_text() == f"{i} {stamp}"
