@@ -95,6 +95,6 @@ class ExportRoute:
         stores = dict(self._content_store.stores)  # the local cache dirs the request may use
         if layout is not None:
             stores[EXPORT_STORE] = layout
-        self.private_sessions += 1
         async with self._open_private([FileSendProvider(targets), ContentStore(stores)]) as session_id:
+            self.private_sessions += 1
             yield session_id
