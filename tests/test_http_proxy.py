@@ -10,6 +10,7 @@ front with a throw-away certificate, tunnelled by the proxy with ``CONNECT``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -153,3 +154,59 @@ async def test_proxy_rules_follow_go() -> None:
         for host, want in hosts.items():
             got = proxy(f"http://{host}/", NO_PROXY=no_proxy)
             assert got == ("http://proxy:3128" if want == "p" else None), (no_proxy, host)
+
+
+# --------------------------------------------------------------------------- token redirects
+
+
+async def test_token_requests_follow_redirects_without_credentials(
+    clean_proxy_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Token servers may redirect: the target is checked by the realm policy, the
+    Authorization header is not sent to it, and a 303 turns the OAuth POST into a GET."""
+    seen: list[tuple[str, str, str]] = []  # method, path, authorization
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        method, target, _ = head[0].split(" ", 2)
+        path, _, query = target.partition("?")
+        headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in head[1:] if line)}
+        if int(headers.get("content-length", "0")):
+            await reader.readexactly(int(headers["content-length"]))
+        seen.append((method, path, headers.get("authorization", "")))
+        body = b""
+        if path == "/getonly" and method == "POST":
+            status, extra = "404 Not Found", ""
+        elif path in ("/token", "/getonly"):
+            status, extra = "307 Temporary Redirect", f"Location: /issued?{query}\r\n"
+            if method == "POST":
+                status, extra = "303 See Other", "Location: /issued\r\n"
+        elif path == "/unsafe":
+            status, extra = "302 Found", "Location: http://auth.example/token\r\n"
+        else:
+            status, extra, body = "200 OK", "", b'{"token": "t0k", "access_token": "t0k"}'
+        writer.write(
+            f"HTTP/1.1 {status}\r\n{extra}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    anonymous = DockerAuthProvider(tmp_path / "none.json")
+    with_password = DockerAuthProvider(tmp_path / "none.json", credentials={host: ("u", "p")})
+    async with server:
+        assert (await anonymous.fetch_token(host, f"http://{host}/token", "svc", ["s"]))[0] == "t0k"
+        assert seen == [("GET", "/token", ""), ("GET", "/issued", "")]
+        seen.clear()
+        assert (await with_password.fetch_token(host, f"http://{host}/token", "svc", ["s"]))[0] == "t0k"
+        assert seen == [("POST", "/token", ""), ("GET", "/issued", "")]
+        seen.clear()
+        # the OAuth POST answered 404: GET with basic auth, which is not sent on to the redirect
+        assert (await with_password.fetch_token(host, f"http://{host}/getonly", "svc", ["s"]))[0] == "t0k"
+        assert [(m, p) for m, p, _ in seen] == [("POST", "/getonly"), ("GET", "/getonly"), ("GET", "/issued")]
+        assert seen[1][2].startswith("Basic ")
+        assert seen[2][2] == ""
+        with pytest.raises(TokenFetchError, match="refusing a plain-http token server"):
+            await anonymous.fetch_token(host, f"http://{host}/unsafe", "svc", [])
