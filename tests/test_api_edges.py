@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import sys
 import tarfile
 import time
 import urllib.request
@@ -25,8 +23,6 @@ from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.docker_registry import Registry
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 class _Nothing:
@@ -255,25 +251,3 @@ async def test_record_history_false_keeps_a_build_out_of_the_daemon_history(
         assert await _history_refs(client, internal.ref) == []
     assert (tmp_path / "a" / "a").read_text() == stamp
     assert (tmp_path / "b" / "b").read_text() == stamp
-
-
-# --------------------------------------------------------------------------- the example
-
-
-async def test_the_concurrent_downloads_example_runs(buildkit_daemon: BuildkitDaemon) -> None:
-    """``examples/concurrent_downloads.py`` as a user runs it (until tests/test_examples.py runs
-    every example)."""
-    example = EXAMPLES / "concurrent_downloads.py"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(example),
-        env={**os.environ, "BUILDKIT_HOST": buildkit_daemon.address},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
-    text = out.decode()
-    assert "every download holds its own file" in text
-    assert "image digest:  sha256:" in text
-    assert "names:         docker.io/example/hello:1" in text
