@@ -33,6 +33,7 @@ from .errors import (
     DockerfileError,
     ExportError,
     FrontendQueryError,
+    LateAttachableError,
     LocalDirError,
     PatternError,
     RegistryError,
@@ -74,7 +75,14 @@ from .progress import (
     RecordingProgress,
     StatusUpdate,
 )
-from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
+from .request import (
+    RESPONSE_IMAGE_CONFIG_KEY,
+    Descriptor,
+    Request,
+    RequestOptions,
+    ResultHandler,
+    SolveResult,
+)
 from .session import Session
 from .solver import Solver
 
@@ -94,6 +102,7 @@ __all__ = [
     "ConnectionLostError",
     "DaemonError",
     "DaemonUnreachableError",
+    "Descriptor",
     "DockerAuthProvider",
     "DockerExport",
     "DockerfileError",
@@ -103,6 +112,7 @@ __all__ = [
     "FrontendQueryError",
     "GatewayResolver",
     "ImageExport",
+    "LateAttachableError",
     "LintReport",
     "LintWarning",
     "LocalDirError",
