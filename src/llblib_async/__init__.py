@@ -34,6 +34,7 @@ from .errors import (
     DockerfileError,
     ExportError,
     FrontendQueryError,
+    LateAttachableError,
     LocalDirError,
     PatternError,
     RegistryError,
@@ -75,7 +76,14 @@ from .progress import (
     RecordingProgress,
     StatusUpdate,
 )
-from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
+from .request import (
+    RESPONSE_IMAGE_CONFIG_KEY,
+    Descriptor,
+    Request,
+    RequestOptions,
+    ResultHandler,
+    SolveResult,
+)
 from .session import Session
 from .solver import Solver
 
@@ -96,6 +104,7 @@ __all__ = [
     "ConnectionLostError",
     "DaemonError",
     "DaemonUnreachableError",
+    "Descriptor",
     "DockerAuthProvider",
     "DockerExport",
     "DockerfileError",
@@ -105,6 +114,7 @@ __all__ = [
     "FrontendQueryError",
     "GatewayResolver",
     "ImageExport",
+    "LateAttachableError",
     "LintReport",
     "LintWarning",
     "LocalDirError",
