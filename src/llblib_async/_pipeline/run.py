@@ -331,9 +331,7 @@ async def _gateway_build(
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)
-            put_image_config(
-                pb_result, request.exports, message.exporters, resolved=served.merged_config
-            )
+            put_image_config(pb_result, request.exports, message.exporters, resolved=served.merged_config)
             await bridge.return_result(pb_result)
         except Exception as e:
             errors.append(e)
