@@ -26,6 +26,7 @@ from .daemon_info import BuildkitInfo, UsageRecord, Worker
 from .errors import (
     AddressError,
     AuthConfigError,
+    BaseImageError,
     BuildKitError,
     ConnectionLostError,
     DaemonError,
@@ -93,6 +94,7 @@ __all__ = [
     "AddressError",
     "Attachable",
     "AuthConfigError",
+    "BaseImageError",
     "BuildArg",
     "BuildKitError",
     "BuildkitInfo",

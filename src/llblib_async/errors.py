@@ -277,3 +277,15 @@ class RegistryError(BuildKitError):
         super().__init__(f"{ref}: {message}")
         self.ref = ref
         self.status = status
+
+
+class BaseImageError(BuildKitError):
+    """The config of a State's base image (``llb.image(ref)``) could not be resolved for an
+    image export; ``ref`` is the base's reference, ``reason`` why (the resolver's error is
+    the ``__cause__``). Nothing was exported: the build was cancelled. Pass
+    ``inherit_config=False`` to ``llb.image`` to export without the base's config."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"cannot resolve the config of base image {ref!r}: {reason}")
+        self.ref = ref
+        self.reason = reason

@@ -20,6 +20,7 @@ from .cache import CacheExport, CacheImport
 from .errors import ExportError
 from .exporters import Export, ImageExport
 from .gateway.result import Result
+from .llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 
 __all__ = [
     "RESPONSE_IMAGE_CONFIG_KEY",
@@ -124,8 +125,34 @@ class Request:
 
     @property
     def image_config(self) -> llb.ImageConfig | None:
-        """The State's image config (``None`` for a Definition or a State without one)."""
-        return self.state.image_config if self.state is not None else None
+        """The State's image config (``None`` for a Definition or a State without one).
+
+        A bare ``llb.image`` State has a config that is only a pending base
+        (:attr:`llb.ImageConfig.is_bare_base`): that is ``None`` here too, as it has
+        nothing of its own. A config with a pending base is returned unmerged; the
+        pipeline merges it onto the base's config when :attr:`pending_base_config` says so.
+        """
+        config = self.state.image_config if self.state is not None else None
+        return None if config is None or config.is_bare_base else config
+
+    @property
+    def pending_base_config(self) -> llb.ImageConfig | None:
+        """The State's config when an export must get it merged onto its base image's config.
+
+        That is when the config has a pending :attr:`~llblib_async.llb.ImageConfig.base`
+        (the State is built on ``llb.image(ref)``) and some export of the request is an
+        image exporter without an explicit ``image_config``; otherwise ``None`` (nothing
+        to resolve: a request that exports no image never asks the registry).
+        """
+        config = self.state.image_config if self.state is not None else None
+        if config is None or config.base is None:
+            return None
+        for export in self.exports:
+            if getattr(export, "accepts_image_config", False) and (
+                EXPORTER_IMAGE_CONFIG_KEY not in export.attrs
+            ):
+                return config
+        return None
 
     async def marshal(self) -> llb.Definition:
         """The request's Definition (marshalling the State, resolving lazy parts, now)."""

@@ -25,6 +25,7 @@ with :func:`open_session`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -58,12 +59,18 @@ T = TypeVar("T")
 class Session:
     """Runs build requests over one BuildKit session; open it with ``Solver.session``."""
 
-    def __init__(self, handle: SessionHandle, services: SessionServices) -> None:
+    def __init__(
+        self,
+        handle: SessionHandle,
+        services: SessionServices,
+        *,
+        image_resolver: llb.CachingResolver | None = None,
+    ) -> None:
         self._handle = handle
         self._services = services
         self._running: dict[anyio.CancelScope, anyio.Event] = {}
         self._closing = False
-        self._image_resolver: llb.CachingResolver | None = None
+        self._image_resolver = image_resolver
 
     @property
     def id(self) -> str:
@@ -133,7 +140,9 @@ class Session:
         A :class:`~llblib_async.GatewayResolver` behind a
         :class:`~llblib_async.llb.CachingResolver`: one cache for the session, shared by
         all its requests, keeping only successes. Use it with
-        ``llb.config_ops.resolve_image`` or call :meth:`image`.
+        ``llb.config_ops.resolve_image`` or call :meth:`image`. Requests use it too, to
+        merge the config of a State built on ``llb.image(ref)`` onto the base image's
+        config when they export it as an image (each base resolved once per session).
         """
         if self._image_resolver is None:
             self._image_resolver = llb.CachingResolver(GatewayResolver(self._services))
@@ -157,9 +166,13 @@ class Session:
         ``pin_digest`` (the default) the source is pinned to the digest that was
         resolved, so the build uses exactly the image whose config was read.
 
-        Opting out: ``llb.image(ref)`` is the bare filesystem with no config (the
-        exported image then has only what the config helpers set); ``pin_digest=False``
-        keeps the tag floating. ``image_options`` go to :func:`llblib_async.llb.image`.
+        Compare ``llb.image(ref)``: no registry is asked when the State is built, runs
+        on it do not see the image's env, working dir or user, and only an image
+        exported from it inherits the base's config (merged in by the request, through
+        this session's :attr:`image_resolver`); ``llb.image(ref, inherit_config=False)``
+        opts out of that too (the exported image then has only what the config helpers
+        set). ``pin_digest=False`` keeps the tag floating. ``image_options`` go to
+        :func:`llblib_async.llb.image`.
         """
         return await llb.config_ops.resolve_image(
             ref, self.image_resolver, platform=platform, pin_digest=pin_digest, **image_options
@@ -252,7 +265,9 @@ async def open_session(
             exports=ExportRoute(handle.id, filesend, content_store, open_private),
             progress=progress if progress is not None else NullProgress(),
         )
-        session = Session(handle, services)
+        resolver = llb.CachingResolver(GatewayResolver(services))
+        services = dataclasses.replace(services, image_resolver=resolver)
+        session = Session(handle, services, image_resolver=resolver)
         try:
             yield session
         finally:

@@ -17,7 +17,12 @@ Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
    :class:`FrontendBridge`) and serve its local directories, ``LLBBridge.Solve`` of the
    definition -- or, when the request's State *is* a frontend State, of the frontend
    itself, evaluated, so its result (per-platform refs and image configs) is what is
-   exported and a failing step fails here --, the result handlers, ``Return``; the
+   exported and a failing step fails here --, for an image export of a State on
+   ``llb.image`` the base image's config resolved through the session's
+   ``image_resolver`` (in this build) and the State's config merged onto it like
+   ``FROM`` (:func:`~llblib_async.llb.resolve_base_config`; the exporters read it from
+   the result metadata; a failure is a :class:`~llblib_async.errors.BaseImageError`
+   and cancels the build), the result handlers, ``Return``; the
    daemon then runs the exporters and ``Control.Solve`` returns. If either half fails
    the other is cancelled, and cancelling ``Control.Solve`` cancels the build in the
    daemon;
@@ -31,6 +36,7 @@ A result handler's own exception is raised unchanged (not wrapped in an
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +53,9 @@ from .._wire.grpc_errors import TRANSLATED_ERRORS, translating_errors
 from ..attachables.content_store import ContentStore
 from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
-from ..errors import BuildKitError, ConnectionLostError
+from ..errors import BaseImageError, BuildKitError, ConnectionLostError
 from ..gateway.bridge import Bridge
+from ..llb.base_config import using_base_resolver
 from ..llb.frontend import (
     FrontendRequest,
     FrontendResult,
@@ -90,6 +97,9 @@ class SessionServices:
     content_store: ContentStore
     exports: ExportRoute
     progress: ProgressSink
+    #: resolves the configs of base images (``llb.image``) for image exports: the
+    #: session's ``image_resolver`` (one cache per session)
+    image_resolver: llb.ImageConfigResolver | None = None
 
 
 SolveTarget = Callable[["FrontendBridge", Request, CachePlan], Awaitable[gw.Result]]
@@ -128,15 +138,23 @@ async def run_request(
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
     other: Exception | None = None
+    # A State on llb.image exported as an image: its config is merged onto the base's,
+    # resolved in the build (below), so the exporters read it from the result metadata.
+    pending = request.pending_base_config
     async with session.exports.route(targets, cache.layout) as session_id:
         message = solve_request(
-            request, ref=ref, session_id=session_id, cache=cache, is_moby=session.conn.is_moby
+            request,
+            ref=ref,
+            session_id=session_id,
+            cache=cache,
+            is_moby=session.conn.is_moby,
+            image_config=None if pending is not None else request.image_config,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow_status)
             try:
                 response = await _gateway_build(
-                    session, stub, message, request, cache, served, target or _solve_target
+                    session, stub, message, request, cache, served, target or _solve_target, pending
                 )
             except BuildKitError as err:
                 failed = err
@@ -161,8 +179,9 @@ async def run_request(
     assert response is not None
     await cache.finish(response.exporter_response)
     exporter_response = dict(response.exporter_response)
-    if request.image_config is not None:
-        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
+    config = served.merged_config or request.image_config
+    if config is not None:
+        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, config.to_json().decode())
     elif served.image_config:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
     return SolveResult.of(request, ref, exporter_response)
@@ -170,10 +189,12 @@ async def run_request(
 
 @dataclass(slots=True)
 class _Served:
-    """What the client half of a build learnt: the locals it served, the result's image config."""
+    """What the client half of a build learnt: the locals it served, the result's image
+    config, the State's config merged onto its base image's."""
 
     locals: list[str] = field(default_factory=list)
     image_config: bytes = b""
+    merged_config: llb.ImageConfig | None = None
 
 
 class FrontendBridge:
@@ -255,6 +276,21 @@ async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePl
     )
 
 
+def _base_resolution(session: SessionServices) -> contextlib.AbstractContextManager[object]:
+    """Frontend inputs on ``llb.image`` resolve their base's config with the session's resolver."""
+    if session.image_resolver is None:
+        return contextlib.nullcontext()
+    return using_base_resolver(session.image_resolver)
+
+
+async def _merge_base(config: llb.ImageConfig, session: SessionServices) -> llb.ImageConfig:
+    """``config`` merged onto its pending base's config, resolved with the session's resolver."""
+    if session.image_resolver is None:
+        assert config.base is not None
+        raise BaseImageError(config.base.ref, "this session has no image resolver")
+    return await llb.resolve_base_config(config, session.image_resolver)
+
+
 async def _gateway_build(
     session: SessionServices,
     stub: control.ControlStub,
@@ -263,6 +299,7 @@ async def _gateway_build(
     cache: CachePlan,
     served: _Served,
     target: SolveTarget,
+    pending: llb.ImageConfig | None,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
@@ -281,13 +318,20 @@ async def _gateway_build(
     async def bridge_side() -> None:
         try:
             runner = FrontendBridge(bridge, session, cache, served)
-            with marshal_scope(session.session_id), using_frontend_runner(runner):
+            with (
+                marshal_scope(session.session_id),
+                using_frontend_runner(runner),
+                _base_resolution(session),
+            ):
                 pb_result = await target(runner, request, cache)
+                if pending is not None:
+                    # In this build: the session's GatewayResolver asks through its bridge.
+                    served.merged_config = await _merge_base(pending, session)
             served.image_config = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)
-            put_image_config(pb_result, request.exports, message.exporters)
+            put_image_config(pb_result, request.exports, message.exporters, resolved=served.merged_config)
             await bridge.return_result(pb_result)
         except Exception as e:
             errors.append(e)
