@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from grpclib.const import Status
 
+from .process_result import ProcessResult
+
 
 class BuildKitError(Exception):
     """Base class of every llblib-async error."""
@@ -79,7 +81,12 @@ class SolveError(BuildKitError):
 
     ``vertex`` is the digest of the failing LLB vertex when the daemon named one,
     ``exit_code`` the exit code of a failed exec, ``logs`` the tail of its output.
+    ``debug`` holds what the request's ``on_error=`` commands gave (one
+    :class:`~llblib_async.ProcessResult` per command, run in the failed step's
+    container); it is empty without ``on_error`` or when the failed op was no exec.
     """
+
+    debug: tuple[ProcessResult, ...] = ()
 
     def __init__(
         self,
@@ -101,6 +108,40 @@ class SolveError(BuildKitError):
         self.vertex_name = vertex_name
         self.exit_code = exit_code
         self.logs = logs
+
+
+class ContainerExitError(BuildKitError):
+    """A process in a container on the build worker exited with a non-zero status.
+
+    ``exit_code`` is its status, ``command`` its command line, ``result`` the whole
+    :class:`~llblib_async.ProcessResult` (captured output included); the message
+    ends with the tail of its output.
+    """
+
+    def __init__(self, result: ProcessResult) -> None:
+        text = f"process {list(result.args)!r} exited with code {result.exit_code}"
+        tail = result.output_tail()
+        if tail:
+            text += "\n" + tail
+        super().__init__(text)
+        self.result = result
+        self.exit_code = result.exit_code
+        self.command = result.args
+
+    @property
+    def output(self) -> str:
+        """The tail of the process's captured output."""
+        return self.result.output_tail()
+
+
+class ContainerError(BuildKitError, ValueError):
+    """A container option is unusable (``option`` names it, ``value`` is what was given)."""
+
+    def __init__(self, option: str, value: object, reason: str) -> None:
+        super().__init__(f"container option {option}={value!r}: {reason}")
+        self.option = option
+        self.value = value
+        self.reason = reason
 
 
 class UploadError(SolveError):

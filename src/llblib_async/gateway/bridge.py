@@ -6,20 +6,25 @@ through ``moby.buildkit.v1.frontend.LLBBridge`` calls carrying the metadata
 ``buildkit-controlapi-buildid: <ref>`` (protocol notes §4.1), ending with ``Return``.
 :class:`Bridge` makes those calls for one build; every request of a
 :class:`~llblib_async.Session` is such a build (the request pipeline drives it).
-Containers on the build worker (``NewContainer``, ``ExecProcess``) will be calls of
-this bridge too.
+Containers on the build worker (``NewContainer``, ``ExecProcess``, ``ReleaseContainer``)
+are calls of this bridge too: :meth:`Bridge.container` opens one
+(:mod:`.container`), :meth:`Bridge.resolve_container` solves the mounts of a
+:class:`~.container_spec.ContainerSpec`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import anyio
 from grpclib.client import Channel
 
 from .._pb.moby.buildkit import v1 as control
 from .._pb.moby.buildkit.v1 import frontend as gw
 from .._pb.pb import Definition as PbDefinition
 from .._wire.grpc_errors import translating_errors
+from .container import Container
+from .container_spec import ContainerSpec, input_definition
 from .filestat import FileStat
 from .result import Result
 
@@ -38,7 +43,9 @@ class Bridge:
     def __init__(self, channel: Channel, ref: str, address: str) -> None:
         self.ref = ref
         self.address = address
-        self._stub = gw.LlbBridgeStub(channel, metadata=[(BUILD_ID_HEADER, ref)])
+        self.channel = channel
+        self.metadata = [(BUILD_ID_HEADER, ref)]
+        self._stub = gw.LlbBridgeStub(channel, metadata=self.metadata)
 
     async def solve(
         self,
@@ -88,3 +95,40 @@ class Bridge:
     async def return_result(self, result: gw.Result) -> None:
         with translating_errors("LLBBridge.Return", self.address):
             await self._stub.return_(gw.ReturnRequest(result=result))
+
+    def container(self, spec: ContainerSpec, *, container_id: str | None = None) -> Container:
+        """A container of this build (``async with`` opens and releases it); ``spec``'s
+        mounts must be resolved (:meth:`resolve_container`)."""
+        if spec.unresolved:
+            raise ValueError("the container's mounts are not solved yet: resolve_container() first")
+        return Container(
+            stub=self._stub,
+            channel=self.channel,
+            metadata=self.metadata,
+            address=self.address,
+            spec=spec,
+            container_id=container_id,
+        )
+
+    async def resolve_container(
+        self, spec: ContainerSpec, definition: PbDefinition, head: str
+    ) -> ContainerSpec:
+        """Solve each mount source of ``spec`` (inputs of op ``head`` in ``definition``) to a result id."""
+        resolved: dict[int, str] = {}
+        errors: list[Exception] = []
+
+        async def solve(mount: int, index: int) -> None:
+            try:
+                result = await self.solve(input_definition(definition, head, index), evaluate=True)
+            except Exception as err:  # raised below as it is, not in an ExceptionGroup
+                errors.append(err)
+                tg.cancel_scope.cancel()
+                return
+            resolved[mount] = result.ref.id if result.ref is not None else ""
+
+        async with anyio.create_task_group() as tg:
+            for mount, index in spec.unresolved.items():
+                tg.start_soon(solve, mount, index)
+        if errors:
+            raise errors[0]
+        return spec.with_refs(resolved)
