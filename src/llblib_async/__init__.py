@@ -28,6 +28,8 @@ from .errors import (
     AuthConfigError,
     BuildKitError,
     ConnectionLostError,
+    ContainerError,
+    ContainerExitError,
     DaemonError,
     DaemonUnreachableError,
     ExportError,
@@ -51,7 +53,8 @@ from .exporters import (
     OCILayoutExport,
     TarExport,
 )
-from .gateway import FileStat, Result
+from .gateway import Container, ContainerOptions, FileStat, OnError, Process, Result
+from .process_result import ProcessResult
 from .progress import (
     NullProgress,
     PlainProgress,
@@ -76,6 +79,10 @@ __all__ = [
     "CacheImport",
     "Client",
     "ConnectionLostError",
+    "Container",
+    "ContainerError",
+    "ContainerExitError",
+    "ContainerOptions",
     "DaemonError",
     "DaemonUnreachableError",
     "DockerAuthProvider",
@@ -90,8 +97,11 @@ __all__ = [
     "NullProgress",
     "OCIExport",
     "OCILayoutExport",
+    "OnError",
     "PatternError",
     "PlainProgress",
+    "Process",
+    "ProcessResult",
     "ProgressSink",
     "RecordingProgress",
     "RegistryError",

@@ -13,8 +13,12 @@ from typing import TypedDict, Unpack
 
 from . import llb
 from .cache import CacheExport, CacheImport
+from .errors import SolveError
 from .exporters import Export
+from .gateway.on_error import OnError
+from .gateway.options import ContainerOptions
 from .gateway.result import Result
+from .process_result import ProcessResult
 
 __all__ = ["RESPONSE_IMAGE_CONFIG_KEY", "Request", "RequestOptions", "ResultHandler", "SolveResult"]
 
@@ -38,7 +42,10 @@ class RequestOptions(TypedDict, total=False):
     the daemon; ``frontend_attrs`` are passed in the ``SolveRequest``; ``evaluate``
     solves the result even when nothing reads or exports it; ``cache_exports`` /
     ``cache_imports`` export the build cache after the build and import cache for it
-    (registry, local directory, inline: :mod:`llblib_async.cache`).
+    (registry, local directory, inline: :mod:`llblib_async.cache`); ``on_error``
+    (an :class:`~llblib_async.OnError`) debugs a failed exec in a container on the
+    failed step's filesystem before the error is raised (it makes the solve
+    ``evaluate``, so failures surface in the request).
     """
 
     label: str
@@ -49,6 +56,7 @@ class RequestOptions(TypedDict, total=False):
     evaluate: bool
     cache_exports: Iterable[CacheExport]
     cache_imports: Iterable[CacheImport]
+    on_error: OnError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,9 @@ class Request:
 
     Exactly one of ``state`` and ``definition`` is given; the other fields are the
     :class:`RequestOptions` it was made with (``result_handlers`` from ``on_result``).
-    Make one with :meth:`of` or ``Solver.build``.
+    Make one with :meth:`of` or ``Solver.build``. A *container request*
+    (``Solver.container``) has ``container`` set: ``state`` is the container's root,
+    and running it runs the container instead of building the State.
     """
 
     state: llb.State | None = None
@@ -70,6 +80,8 @@ class Request:
     evaluate: bool = False
     cache_exports: tuple[CacheExport, ...] = ()
     cache_imports: tuple[CacheImport, ...] = ()
+    on_error: OnError | None = None
+    container: ContainerOptions | None = None
 
     def __post_init__(self) -> None:
         if (self.state is None) == (self.definition is None):
@@ -80,6 +92,10 @@ class Request:
         object.__setattr__(self, "frontend_attrs", MappingProxyType(dict(self.frontend_attrs)))
         object.__setattr__(self, "cache_exports", tuple(self.cache_exports))
         object.__setattr__(self, "cache_imports", tuple(self.cache_imports))
+        if self.on_error is not None and not isinstance(self.on_error, OnError):
+            raise TypeError(f"on_error must be an llblib_async.OnError, not {self.on_error!r}")
+        if self.container is not None and self.state is None:
+            raise TypeError("a container request needs its root State (state=)")
 
     @classmethod
     def of(cls, target: llb.State | llb.Definition, **options: Unpack[RequestOptions]) -> Request:
@@ -99,11 +115,14 @@ class Request:
             evaluate=options.get("evaluate", False),
             cache_exports=tuple(options.get("cache_exports", ())),
             cache_imports=tuple(options.get("cache_imports", ())),
+            on_error=options.get("on_error"),
         )
 
     @property
     def image_config(self) -> llb.ImageConfig | None:
-        """The State's image config (``None`` for a Definition or a State without one)."""
+        """The State's image config (``None`` for a Definition, a State without one, a container)."""
+        if self.container is not None:
+            return None
         return self.state.image_config if self.state is not None else None
 
     async def marshal(self) -> llb.Definition:
@@ -111,6 +130,8 @@ class Request:
         if self.definition is not None:
             return self.definition
         assert self.state is not None
+        if self.container is not None:
+            return await llb.marshal_async(self.container.exec_state(self.state))
         return await llb.marshal_async(self.state)
 
 
@@ -119,8 +140,14 @@ class SolveResult:
     """What a finished build reports: its id and the merged exporter responses.
 
     When the request was a State with an image config, ``exporter_response`` also
-    holds it (JSON) under :data:`RESPONSE_IMAGE_CONFIG_KEY`.
+    holds it (JSON) under :data:`RESPONSE_IMAGE_CONFIG_KEY`. A container request's
+    process is ``container``. With ``on_error=OnError(..., drop_error=True)``, a
+    failed build succeeds with its error in ``error`` and the results of the
+    ``OnError`` commands in ``debug``.
     """
 
     ref: str
     exporter_response: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    container: ProcessResult | None = None
+    debug: tuple[ProcessResult, ...] = ()
+    error: SolveError | None = None

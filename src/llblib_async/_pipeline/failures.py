@@ -66,6 +66,9 @@ class FailureLog:
             logs=logs.rstrip("\n"),
         )
         enriched.__cause__ = err.__cause__
+        enriched.debug = err.debug
+        for note in getattr(err, "__notes__", ()):
+            enriched.add_note(note)
         return enriched
 
 

@@ -22,6 +22,18 @@ Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
 
 A result handler's own exception is raised unchanged (not wrapped in an
 ``ExceptionGroup``); so is cancellation of the caller.
+
+Two more kinds of request take the same way:
+
+* a *container request* (``request.container``): instead of solving a result, the
+  bridge side runs the container (:meth:`~llblib_async.gateway.bridge.Bridge.run_container`:
+  its mounts solved, ``NewContainer``, the process, ``ReleaseContainer``) and returns an
+  empty result; the process's :class:`~llblib_async.ProcessResult` is the answer's
+  ``container``;
+* ``request.on_error``: a failed ``LLBBridge.Solve`` whose error names the failed exec
+  (``errdefs.Solve``) opens the ``OnError`` container(s) on the failed step's mounts
+  (:mod:`llblib_async.gateway.on_error`) before the error is raised -- with the results
+  on ``SolveError.debug`` -- or, with ``drop_error``, returned on the answer.
 """
 
 from __future__ import annotations
@@ -33,14 +45,17 @@ import anyio
 
 from .._identity import new_id
 from .._pb.moby.buildkit import v1 as control
+from .._pb.moby.buildkit.v1 import frontend as gw
 from .._pb.pb import Definition as PbDefinition
 from .._wire.connection import Connection
 from .._wire.grpc_errors import TRANSLATED_ERRORS, translating_errors
 from ..attachables.content_store import ContentStore
 from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
-from ..errors import BuildKitError, ConnectionLostError
+from ..errors import BuildKitError, ConnectionLostError, SolveError
 from ..gateway.bridge import Bridge
+from ..gateway.on_error import debug_failed_step, failed_step
+from ..process_result import ProcessResult
 from ..progress import ProgressSink, StatusUpdate
 from ..request import RESPONSE_IMAGE_CONFIG_KEY, Request, SolveResult
 from .cache_plan import CachePlan, plan_cache
@@ -65,6 +80,15 @@ class SessionServices:
     content_store: ContentStore
     exports: ExportRoute
     progress: ProgressSink
+
+
+@dataclass
+class _Outcome:
+    """What the bridge side learnt besides the result: a container's process, a dropped error."""
+
+    container: ProcessResult | None = None
+    debug: tuple[ProcessResult, ...] = ()
+    error: SolveError | None = None
 
 
 async def run_request(request: Request, session: SessionServices) -> SolveResult:
@@ -96,10 +120,13 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
     other: Exception | None = None
+    outcome = _Outcome()
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow_status)
         try:
-            response = await _gateway_build(session, stub, message, definition.to_pb(), request, cache)
+            response = await _gateway_build(
+                session, stub, message, definition.to_pb(), request, cache, outcome
+            )
         except BuildKitError as err:
             failed = err
         except Exception as err:
@@ -125,7 +152,14 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     exporter_response = dict(response.exporter_response)
     if request.image_config is not None:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
-    return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
+    dropped = log.enrich(outcome.error) if outcome.error is not None else None
+    return SolveResult(
+        ref=ref,
+        exporter_response=MappingProxyType(exporter_response),
+        container=outcome.container,
+        debug=outcome.debug,
+        error=dropped if isinstance(dropped, SolveError) else None,
+    )
 
 
 async def _gateway_build(
@@ -135,6 +169,7 @@ async def _gateway_build(
     definition: PbDefinition,
     request: Request,
     cache: CachePlan,
+    outcome: _Outcome,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
@@ -157,7 +192,15 @@ async def _gateway_build(
     async def bridge_side() -> None:
         nonlocal holding_route
         try:
-            pb_result = await bridge.solve(definition, evaluate=request.evaluate, cache_imports=cache.imports)
+            if request.container is not None:
+                outcome.container = await bridge.run_container(definition, request.container)
+                await bridge.return_result(gw.Result())
+                return
+            solved = await _solve(bridge, definition, request, cache, outcome)
+            if solved is None:  # failed, debugged, error dropped
+                await bridge.return_result(gw.Result())
+                return
+            pb_result = solved
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)
@@ -182,3 +225,31 @@ async def _gateway_build(
     if not responses:
         raise ConnectionLostError(address, "Solve ended without a response")
     return responses[0]
+
+
+async def _solve(
+    bridge: Bridge, definition: PbDefinition, request: Request, cache: CachePlan, outcome: _Outcome
+) -> gw.Result | None:
+    """``LLBBridge.Solve`` of the request; a failure goes through ``request.on_error`` first.
+
+    ``None`` means the build failed and ``OnError.drop_error`` dropped the error
+    (kept on ``outcome``).
+    """
+    on_error = request.on_error
+    try:
+        return await bridge.solve(
+            definition, evaluate=request.evaluate or on_error is not None, cache_imports=cache.imports
+        )
+    except SolveError as err:
+        spec = failed_step(err) if on_error is not None else None
+        if on_error is None or spec is None:
+            raise
+        try:
+            err.debug = await debug_failed_step(bridge.container, spec, on_error)
+        except BuildKitError as debug_err:
+            err.add_note(f"on_error could not debug the failed step: {debug_err}")
+            raise err from err.__cause__
+        if not on_error.drop_error:
+            raise
+        outcome.error, outcome.debug = err, err.debug
+        return None

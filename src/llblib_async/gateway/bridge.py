@@ -14,18 +14,22 @@ are calls of this bridge too: :meth:`Bridge.container` opens one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 from grpclib.client import Channel
 
+from .. import llb
 from .._pb.moby.buildkit import v1 as control
 from .._pb.moby.buildkit.v1 import frontend as gw
 from .._pb.pb import Definition as PbDefinition
 from .._wire.grpc_errors import translating_errors
+from ..process_result import ProcessResult
 from .container import Container
 from .container_spec import ContainerSpec, input_definition
 from .filestat import FileStat
+from .options import ContainerOptions
 from .result import Result
 
 __all__ = ["BUILD_ID_HEADER", "Bridge"]
@@ -132,3 +136,29 @@ class Bridge:
         if errors:
             raise errors[0]
         return spec.with_refs(resolved)
+
+    async def prepare_container(
+        self, definition: PbDefinition, *, root_ref: str | None = None
+    ) -> ContainerSpec:
+        """The container of the exec ``definition`` ends with, its mounts solved (``root_ref``
+        replaces its root)."""
+        spec, head = ContainerSpec.from_definition(definition)
+        if root_ref is not None:
+            spec = spec.with_root_ref(root_ref)
+        return await self.resolve_container(spec, definition, head)
+
+    @contextlib.asynccontextmanager
+    async def open_container(
+        self, options: ContainerOptions, *, root: llb.State | None = None, root_ref: str | None = None
+    ) -> AsyncIterator[Container]:
+        """A container made of ``options`` on ``root`` (a State) or on the result ``root_ref``."""
+        definition = await llb.marshal_async(options.exec_state(root if root is not None else llb.scratch()))
+        spec = await self.prepare_container(definition.to_pb(), root_ref=root_ref)
+        async with self.container(spec) as ctr:
+            yield ctr
+
+    async def run_container(self, definition: PbDefinition, options: ContainerOptions) -> ProcessResult:
+        """Run the container request's exec ``definition`` with ``options``' process settings."""
+        spec = await self.prepare_container(definition)
+        async with self.container(spec) as ctr:
+            return await ctr.run_with(options)

@@ -21,7 +21,7 @@ Leaving the block releases the container (its processes are killed); the daemon'
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import anyio
@@ -37,19 +37,13 @@ from ..llb.meta import to_args
 from ..process_result import ProcessResult
 from .container_spec import ContainerSpec
 from .local_terminal import attach_terminal
-from .process import Input, Output, Process
+from .options import ContainerOptions
+from .process import Input, Output, Process, SetupHook, TeardownHook
 
-__all__ = ["RELEASE_TIMEOUT", "Container", "SetupHook", "TeardownHook"]
+__all__ = ["RELEASE_TIMEOUT", "Container"]
 
 #: How long releasing a container may take before we stop waiting (it runs shielded).
 RELEASE_TIMEOUT = 30.0
-
-SetupHook = Callable[[Process], Awaitable[None]]
-"""``async def setup(process)``: called in order once the process has started."""
-
-TeardownHook = Callable[[ProcessResult | None], Awaitable[None]]
-"""``async def teardown(result)``: called in order when the process is over, whatever
-happened (``result`` is ``None`` when it never ran to an exit)."""
 
 _SECURITY = {"sandbox": pb.SecurityMode.SANDBOX, "insecure": pb.SecurityMode.INSECURE}
 
@@ -97,9 +91,12 @@ class Container:
             await tg.__aexit__(None, None, None)
 
     async def _release(self) -> None:
-        with anyio.move_on_after(RELEASE_TIMEOUT), contextlib.suppress(BuildKitError):
-            with translating_errors("LLBBridge.ReleaseContainer", self._address):
-                await self._stub.release_container(gw.ReleaseContainerRequest(container_id=self.id))
+        with (
+            anyio.move_on_after(RELEASE_TIMEOUT),
+            contextlib.suppress(BuildKitError),
+            translating_errors("LLBBridge.ReleaseContainer", self._address),
+        ):
+            await self._stub.release_container(gw.ReleaseContainerRequest(container_id=self.id))
 
     # --- processes -------------------------------------------------------------------------
 
@@ -158,7 +155,9 @@ class Container:
             raise ContainerError("container", self.id, "the container is not open (use 'async with')")
         if self._processes and self._processes[0].returncode is not None:
             raise ContainerError(
-                "container", self.id, "its first process (the init) has exited: BuildKit runs no more processes in it"
+                "container",
+                self.id,
+                "its first process (the init) has exited: BuildKit runs no more processes in it",
             )
         if security is not None and security not in _SECURITY:
             raise ContainerError("security", security, "expected 'sandbox' or 'insecure'")
@@ -209,10 +208,20 @@ class Container:
         result: ProcessResult | None = None
         try:
             if terminal:
-                result = await self._run_on_terminal(args, env=env, cwd=cwd, user=user, security=security, setup=setup)
+                result = await self._run_on_terminal(
+                    args, env=env, cwd=cwd, user=user, security=security, setup=setup
+                )
             else:
                 process = await self.start(
-                    args, env=env, cwd=cwd, user=user, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, security=security
+                    args,
+                    env=env,
+                    cwd=cwd,
+                    user=user,
+                    tty=tty,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    security=security,
                 )
                 for hook in setup:
                     await hook(process)
@@ -220,11 +229,24 @@ class Container:
                 result = process.result()
         finally:
             with anyio.CancelScope(shield=True):
-                for hook in teardown:
-                    await hook(result)
+                for undo in teardown:
+                    await undo(result)
         if check and result.exit_code != 0:
             raise ContainerExitError(result)
         return result
+
+    async def run_with(self, options: ContainerOptions) -> ProcessResult:
+        """:meth:`run` with the process settings of ``options`` (its command is the container's)."""
+        return await self.run(
+            tty=options.tty,
+            stdin=options.stdin,
+            stdout=options.stdout,
+            stderr=options.stderr,
+            terminal=options.terminal,
+            setup=options.setup,
+            teardown=options.teardown,
+            check=options.check,
+        )
 
     async def _run_on_terminal(
         self,

@@ -61,7 +61,9 @@ class ContainerSpec:
         mounts = op.exec.mounts
         refs = tuple(refs) + ("",) * (len(mounts) - len(refs))
         unresolved = {
-            i: m.input for i, m in enumerate(mounts) if not refs[i] and m.input >= 0 and m.mount_type == pb.MountType.BIND
+            i: m.input
+            for i, m in enumerate(mounts)
+            if not refs[i] and m.input >= 0 and m.mount_type == pb.MountType.BIND
         }
         return cls(
             exec=op.exec, refs=refs, platform=op.platform, constraints=op.constraints, unresolved=unresolved

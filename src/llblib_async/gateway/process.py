@@ -22,6 +22,7 @@ for the :class:`~llblib_async.errors.ContainerExitError` message.
 from __future__ import annotations
 
 import collections
+import contextlib
 import signal as signal_module
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import IO, Any, Literal, TypeAlias
@@ -37,7 +38,16 @@ from .._wire.grpc_errors import translating_errors
 from ..errors import ConnectionLostError, ContainerError, ContainerExitError
 from ..process_result import OUTPUT_TAIL_BYTES, ProcessResult
 
-__all__ = ["STDIN_CHUNK", "ByteStream", "Input", "Output", "Process", "ProcessStdin"]
+__all__ = [
+    "STDIN_CHUNK",
+    "ByteStream",
+    "Input",
+    "Output",
+    "Process",
+    "ProcessStdin",
+    "SetupHook",
+    "TeardownHook",
+]
 
 EXEC_PROCESS = "/moby.buildkit.v1.frontend.LLBBridge/ExecProcess"
 
@@ -53,6 +63,14 @@ Input: TypeAlias = "Literal['pipe'] | bytes | IO[bytes] | AsyncIterable[bytes] |
 """A process's stdin: ``None`` (none: stdin is not opened), ``"pipe"`` (write it with
 :attr:`Process.stdin`), ``bytes``, a binary file object read to its end, or an async
 iterable of chunks. stdin is closed when the source ends."""
+
+
+SetupHook: TypeAlias = "Callable[[Process], Awaitable[None]]"
+"""``async def setup(process)``: called in order once the process has started."""
+
+TeardownHook: TypeAlias = "Callable[[ProcessResult | None], Awaitable[None]]"
+"""``async def teardown(result)``: called in order when the process is over, whatever
+happened (``result`` is ``None`` when it never ran to an exit)."""
 
 
 def signal_name(sig: str | int) -> str:
@@ -150,8 +168,12 @@ class _Sink:
         if target == "pipe":
             send, receive = anyio.create_memory_object_stream[bytes](64)
             self._send, self.stream = send, ByteStream(receive)
-        elif not (target in ("capture", "discard") or callable(target) or callable(getattr(target, "write", None))):
-            raise ContainerError("output", target, "expected 'capture', 'pipe', 'discard', a file object or a callable")
+        elif not (
+            target in ("capture", "discard") or callable(target) or callable(getattr(target, "write", None))
+        ):
+            raise ContainerError(
+                "output", target, "expected 'capture', 'pipe', 'discard', a file object or a callable"
+            )
 
     async def feed(self, data: bytes) -> None:
         self._tail.append(data)
@@ -159,10 +181,8 @@ class _Sink:
         if target == "capture":
             self.captured += data
         elif self._send is not None:
-            try:
+            with contextlib.suppress(anyio.BrokenResourceError):  # the reader is gone: drop the rest
                 await self._send.send(data)
-            except anyio.BrokenResourceError:
-                pass  # the reader is gone: drop the rest
         elif target == "discard":
             pass
         elif callable(target):
@@ -248,7 +268,11 @@ class Process:
         try:
             with translating_errors("LLBBridge.ExecProcess", self._address):
                 async with self._channel.request(
-                    EXEC_PROCESS, Cardinality.STREAM_STREAM, gw.ExecMessage, gw.ExecMessage, metadata=self._metadata
+                    EXEC_PROCESS,
+                    Cardinality.STREAM_STREAM,
+                    gw.ExecMessage,
+                    gw.ExecMessage,
+                    metadata=self._metadata,
                 ) as stream:
                     self._stream = stream
                     await stream.send_request()
@@ -306,10 +330,8 @@ class Process:
 
     async def _end(self, stream: Any) -> None:
         with anyio.CancelScope(shield=True):
-            try:
+            with contextlib.suppress(Exception):
                 await stream.end()
-            except Exception:
-                pass
 
     async def _send(self, message: gw.ExecMessage) -> None:
         if self._stream is None or self._done.is_set():
@@ -324,7 +346,9 @@ class Process:
         view = memoryview(data)
         for start in range(0, len(view), STDIN_CHUNK):
             await self._send(
-                gw.ExecMessage(process_id=self.id, file=gw.FdMessage(fd=0, data=bytes(view[start : start + STDIN_CHUNK])))
+                gw.ExecMessage(
+                    process_id=self.id, file=gw.FdMessage(fd=0, data=bytes(view[start : start + STDIN_CHUNK]))
+                )
             )
 
     async def _close_stdin(self) -> None:
@@ -351,7 +375,9 @@ class Process:
                         break
                     await self._write_stdin(bytes(chunk))
             else:
-                raise ContainerError("stdin", source, "expected None, 'pipe', bytes, a file object or an async iterable")
+                raise ContainerError(
+                    "stdin", source, "expected None, 'pipe', bytes, a file object or an async iterable"
+                )
         finally:
             with anyio.CancelScope(shield=True):
                 if self._exit_code is None:
@@ -406,7 +432,8 @@ class Process:
         )
 
     async def check(self) -> ProcessResult:
-        """:meth:`wait`, then the result; a non-zero exit raises :class:`~llblib_async.errors.ContainerExitError`."""
+        """:meth:`wait`, then the result; a non-zero exit raises
+        :class:`~llblib_async.errors.ContainerExitError`."""
         await self.wait()
         result = self.result()
         if result.exit_code != 0:

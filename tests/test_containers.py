@@ -1,0 +1,251 @@
+"""Containers on the build worker against a real buildkitd: requests, result handlers,
+processes, streams, signals, hooks, OnError (scripted), concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+import llblib_async
+from llblib_async import (
+    ContainerError,
+    ContainerExitError,
+    OnError,
+    Process,
+    ProcessResult,
+    Result,
+    SolveError,
+    Solver,
+    llb,
+)
+from llblib_async.testing import BuildkitDaemon
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _rootfs(busybox_rootfs: Path) -> llb.State:
+    return llb.scratch().copy(llb.local(busybox_rootfs), "/", "/")
+
+
+async def test_container_request_runs_with_mounts_env_and_user(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    solver = Solver()
+    data = llb.scratch().mkfile("/hello.txt", b"from a state\n")
+    request = solver.container(
+        _rootfs(buildkit_busybox_rootfs),
+        [
+            "/bin/sh",
+            "-c",
+            "cat /data/hello.txt; echo $GREETING; pwd; id -u; hostname; "
+            "touch /data/x 2>/dev/null || echo ro; echo t > /tmp/t && cat /tmp/t; "
+            "grep -c myhost.test /etc/hosts; test -d /cache && echo cache-ok; echo err >&2",
+        ],
+        env={"GREETING": "hi"},
+        cwd="/tmp",
+        user="65534",
+        hostname="ctr-host",
+        extra_hosts={"myhost.test": "10.1.2.3"},
+        network="none",
+        mounts=[
+            llb.bind("/data", data, readonly=True),
+            llb.tmpfs("/tmp"),
+            llb.cache_mount("/cache", id="ctr-test-cache"),
+        ],
+    )
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        result = await session.do(request)
+    assert result.container is not None
+    assert result.container.exit_code == 0
+    assert result.container.stdout.decode().split("\n") == [
+        "from a state", "hi", "/tmp", "65534", "ctr-host", "ro", "t", "1", "cache-ok", "",
+    ]  # fmt: skip
+    assert result.container.stderr == b"err\n"
+
+
+async def test_container_request_non_zero_exit_is_a_typed_error_with_the_output_tail(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    solver = Solver()
+    request = solver.container(
+        _rootfs(buildkit_busybox_rootfs), "/bin/sh -c 'echo first; echo last words >&2; exit 42'"
+    )
+    unchecked = solver.container(_rootfs(buildkit_busybox_rootfs), "/bin/sh -c 'exit 3'", check=False)
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(ContainerExitError) as info:
+            await session.do(request)
+        answer = await session.do(unchecked)
+    assert info.value.exit_code == 42
+    assert info.value.command == ("/bin/sh", "-c", "echo first; echo last words >&2; exit 42")
+    assert "last words" in info.value.output and "last words" in str(info.value)
+    assert info.value.result.stdout == b"first\n"
+    assert answer.container is not None and answer.container.exit_code == 3
+
+
+async def test_stdin_round_trips_10_mib_and_stdout_stderr_stay_apart(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    payload = os.urandom(10 << 20)
+    solver = Solver()
+    seen: dict[str, object] = {}
+
+    async def handler(result: Result) -> None:
+        async with result.container() as ctr:
+            proc = await ctr.start(
+                ["/bin/sh", "-c", "cat; echo to-stderr >&2"], stdin="pipe", stdout="pipe", stderr="pipe"
+            )
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+
+            async def feed() -> None:
+                assert proc.stdin is not None
+                for i in range(0, len(payload), 300_001):  # odd chunk sizes on purpose
+                    await proc.stdin.write(payload[i : i + 300_001])
+                await proc.stdin.close()
+
+            async def read_err() -> bytes:
+                assert proc.stderr is not None
+                return await proc.stderr.read()
+
+            feeder = asyncio.create_task(feed())
+            err_task = asyncio.create_task(read_err())
+            out = await proc.stdout.read()
+            await feeder
+            seen["out"] = out
+            seen["err"] = await err_task
+            seen["code"] = await proc.wait()
+
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        await session.do(solver.build(_rootfs(buildkit_busybox_rootfs), on_result=handler))
+    assert seen["code"] == 0
+    out = seen["out"]
+    assert isinstance(out, bytes) and len(out) == len(payload)
+    assert hashlib.sha256(out).digest() == hashlib.sha256(payload).digest()
+    assert seen["err"] == b"to-stderr\n"
+
+
+async def test_signals_reach_the_process_and_an_exec_joins_the_init(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    solver = Solver()
+    seen: dict[str, object] = {}
+
+    async def handler(result: Result) -> None:
+        async with result.container() as ctr:
+            init = await ctr.start(
+                ["/bin/sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 1; done"],
+                stdout="pipe",
+            )
+            assert init.stdout is not None
+            assert await init.stdout.read(6) == b"ready\n"
+            # A second process is an exec into the running container: it sees the init.
+            peer = await ctr.run(["/bin/sh", "-c", "ps | grep -c 'while'"], check=False)
+            seen["peer"] = peer
+            await init.signal("TERM")
+            seen["code"] = await init.wait()
+            seen["rest"] = await init.stdout.read()
+            with pytest.raises(ContainerError):
+                await ctr.start(["/bin/true"])
+
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        await session.do(solver.build(_rootfs(buildkit_busybox_rootfs), on_result=handler))
+    peer = seen["peer"]
+    assert isinstance(peer, ProcessResult) and peer.exit_code == 0 and int(peer.stdout) >= 1
+    assert seen["code"] == 9
+    assert seen["rest"] == b"got-term\n"
+
+
+async def test_setup_and_teardown_hooks_run_when_the_process_fails(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    calls: list[object] = []
+
+    async def setup(process: Process) -> None:
+        calls.append(("setup", process.args))
+
+    async def teardown(result: ProcessResult | None) -> None:
+        calls.append(("teardown", result.exit_code if result else None))
+
+    solver = Solver()
+    request = solver.container(
+        _rootfs(buildkit_busybox_rootfs), ["/bin/sh", "-c", "exit 5"], setup=[setup], teardown=[teardown]
+    )
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(ContainerExitError):
+            await session.do(request)
+    assert calls == [("setup", ("/bin/sh", "-c", "exit 5")), ("teardown", 5)]
+
+
+async def test_on_error_scripted_captures_the_failed_steps_files_and_exit_code(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    """The failing exec is deep in the graph: two more steps follow it."""
+    base = _rootfs(buildkit_busybox_rootfs)
+    failing = base.run(
+        ["/bin/sh", "-c", "echo written-before-failing > /state.txt; echo out > /out/o; exit 7"],
+        mounts=[llb.bind("/out", llb.scratch())],
+    ).root
+    graph = failing.run(["/bin/true"]).root.mkfile("/after", b"x")
+    solver = Solver()
+    on_error = OnError(commands=["cat /state.txt", ["/bin/cat", "/out/o"], "exit 3"])
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(SolveError) as info:
+            await session.do(solver.build(graph, on_error=on_error))
+        dropped = await session.do(
+            solver.build(graph, on_error=OnError(commands=["cat /state.txt"], drop_error=True))
+        )
+    err = info.value
+    assert err.exit_code == 7
+    assert [r.exit_code for r in err.debug] == [0, 0, 3]
+    assert err.debug[0].stdout == b"written-before-failing\n"
+    assert err.debug[1].stdout == b"out\n"
+    assert dropped.error is not None and dropped.error.exit_code == 7
+    assert dropped.debug[0].stdout == b"written-before-failing\n"
+
+
+async def test_on_error_on_a_file_op_failure_keeps_the_error(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    graph = _rootfs(buildkit_busybox_rootfs).copy(llb.scratch(), "/missing", "/x")
+    solver = Solver()
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(SolveError) as info:
+            await session.do(solver.build(graph, on_error=OnError(commands=["true"], drop_error=True)))
+    assert info.value.debug == ()
+
+
+async def test_eight_concurrent_container_requests_and_one_failing_with_on_error(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    root = _rootfs(buildkit_busybox_rootfs)
+    solver = Solver()
+    requests = [solver.container(root, ["/bin/sh", "-c", f"echo container-{i}"]) for i in range(7)]
+    failing = solver.build(
+        root.run(["/bin/sh", "-c", "echo boom > /b; exit 4"]).root,
+        on_error=OnError(commands=["cat /b"]),
+    )
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        outcomes = await asyncio.gather(
+            *(session.do(r) for r in [*requests, failing]), return_exceptions=True
+        )
+    for i, outcome in enumerate(outcomes[:7]):
+        assert isinstance(outcome, llblib_async.SolveResult), outcome
+        assert outcome.container is not None and outcome.container.stdout == f"container-{i}\n".encode()
+    err = outcomes[7]
+    assert isinstance(err, SolveError) and err.exit_code == 4
+    assert err.debug[0].stdout == b"boom\n"
+
+
+async def test_bad_container_options_raise_typed_errors() -> None:
+    with pytest.raises(ContainerError) as info:
+        llblib_async.ContainerOptions(env=["A=1"])  # type: ignore[arg-type]
+    assert info.value.option == "env"
+    with pytest.raises(ContainerError):
+        OnError(commands=[[]])
+    with pytest.raises(ContainerError):
+        OnError(shell=())
+    with pytest.raises(TypeError):
+        Solver().build(llb.scratch(), on_error="shell")  # type: ignore[call-overload]
