@@ -81,9 +81,11 @@ async def test_container_request_non_zero_exit_is_a_typed_error_with_the_output_
         answer = await session.do(unchecked)
     assert info.value.exit_code == 42
     assert info.value.command == ("/bin/sh", "-c", "echo first; echo last words >&2; exit 42")
-    assert "last words" in info.value.output and "last words" in str(info.value)
+    assert "last words" in info.value.output
+    assert "last words" in str(info.value)
     assert info.value.result.stdout == b"first\n"
-    assert answer.container is not None and answer.container.exit_code == 3
+    assert answer.container is not None
+    assert answer.container.exit_code == 3
 
 
 async def test_stdin_round_trips_10_mib_and_stdout_stderr_stay_apart(
@@ -98,7 +100,9 @@ async def test_stdin_round_trips_10_mib_and_stdout_stderr_stay_apart(
             proc = await ctr.start(
                 ["/bin/sh", "-c", "cat; echo to-stderr >&2"], stdin="pipe", stdout="pipe", stderr="pipe"
             )
-            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
 
             async def feed() -> None:
                 assert proc.stdin is not None
@@ -122,7 +126,8 @@ async def test_stdin_round_trips_10_mib_and_stdout_stderr_stay_apart(
         await session.do(solver.build(_rootfs(buildkit_busybox_rootfs), on_result=handler))
     assert seen["code"] == 0
     out = seen["out"]
-    assert isinstance(out, bytes) and len(out) == len(payload)
+    assert isinstance(out, bytes)
+    assert len(out) == len(payload)
     assert hashlib.sha256(out).digest() == hashlib.sha256(payload).digest()
     assert seen["err"] == b"to-stderr\n"
 
@@ -153,7 +158,9 @@ async def test_signals_reach_the_process_and_an_exec_joins_the_init(
     async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         await session.do(solver.build(_rootfs(buildkit_busybox_rootfs), on_result=handler))
     peer = seen["peer"]
-    assert isinstance(peer, ProcessResult) and peer.exit_code == 0 and int(peer.stdout) >= 1
+    assert isinstance(peer, ProcessResult)
+    assert peer.exit_code == 0
+    assert int(peer.stdout) >= 1
     assert seen["code"] == 9
     assert seen["rest"] == b"got-term\n"
 
@@ -202,7 +209,8 @@ async def test_on_error_scripted_captures_the_failed_steps_files_and_exit_code(
     assert [r.exit_code for r in err.debug] == [0, 0, 3]
     assert err.debug[0].stdout == b"written-before-failing\n"
     assert err.debug[1].stdout == b"out\n"
-    assert dropped.error is not None and dropped.error.exit_code == 7
+    assert dropped.error is not None
+    assert dropped.error.exit_code == 7
     assert dropped.debug[0].stdout == b"written-before-failing\n"
 
 
@@ -233,9 +241,11 @@ async def test_eight_concurrent_container_requests_and_one_failing_with_on_error
         )
     for i, outcome in enumerate(outcomes[:7]):
         assert isinstance(outcome, llblib_async.SolveResult), outcome
-        assert outcome.container is not None and outcome.container.stdout == f"container-{i}\n".encode()
+        assert outcome.container is not None
+        assert outcome.container.stdout == f"container-{i}\n".encode()
     err = outcomes[7]
-    assert isinstance(err, SolveError) and err.exit_code == 4
+    assert isinstance(err, SolveError)
+    assert err.exit_code == 4
     assert err.debug[0].stdout == b"boom\n"
 
 
