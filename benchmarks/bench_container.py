@@ -96,7 +96,9 @@ async def measure(address: str, rootfs: Path, runs: int, mib: int) -> tuple[floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs of each measurement (median)")
     parser.add_argument("--mib", type=int, default=256, help="MiB sent through stdin and stdout")
     parser.add_argument("--addr", help="an already running buildkitd (default: start a private one)")

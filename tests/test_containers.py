@@ -259,3 +259,36 @@ async def test_bad_container_options_raise_typed_errors() -> None:
         OnError(shell=())
     with pytest.raises(TypeError):
         Solver().build(llb.scratch(), on_error="shell")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("container.py", ["hello from a State", "a container on adhoc", "exit code 0"]),
+        (
+            "on_error.py",
+            ["build failed (exit code 3)", "$ /bin/sh -c cat /progress.txt  -> exit 0", "half done"],
+        ),
+    ],
+)
+def test_examples_run_against_the_daemon(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: object, example: str, expected: list[str]
+) -> None:
+    """Until tests/test_examples.py runs every example, this runs ours (stdin not a tty)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BUILDKIT_HOST": buildkit_daemon.address, "BASE_IMAGE": buildkit_busybox_image.ref}  # type: ignore[attr-defined]
+    root = Path(__file__).parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / example)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for line in expected:
+        assert line in proc.stdout, proc.stdout
