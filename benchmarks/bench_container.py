@@ -43,6 +43,9 @@ class FirstLog:
         if self.at is None and any(chunk.data for chunk in update.logs):
             self.at = time.perf_counter()
 
+    def close(self) -> None:
+        pass
+
 
 async def measure(address: str, rootfs: Path, runs: int, mib: int) -> tuple[float, float, float, float]:
     root = llb.scratch().copy(llb.local(rootfs), "/", "/")
@@ -59,7 +62,7 @@ async def measure(address: str, rootfs: Path, runs: int, mib: int) -> tuple[floa
         for i in range(runs + 1):
             first: list[float] = []
 
-            async def on_output(data: bytes) -> None:
+            async def on_output(data: bytes, first: list[float] = first) -> None:
                 if not first:
                     first.append(time.perf_counter())
 

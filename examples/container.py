@@ -1,6 +1,7 @@
 """Run an ad-hoc container on the BuildKit worker, with a mount from another State.
 
-    BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock BASE_IMAGE=registry:5000/busybox python examples/container.py
+    BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock BASE_IMAGE=registry:5000/busybox \
+        python examples/container.py
 
 The container's root is the image in ``$BASE_IMAGE``; a file made by an LLB file op
 is mounted read-only at ``/data``; a tmpfs is at ``/scratch``. The process's output

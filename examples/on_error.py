@@ -1,6 +1,7 @@
 """Debug a failing build step in a container on its filesystem as it was when it failed.
 
-    BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock BASE_IMAGE=registry:5000/busybox python examples/on_error.py
+    BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock BASE_IMAGE=registry:5000/busybox \
+        python examples/on_error.py
 
 The graph writes a file and then fails. With ``on_error=OnError()`` an interactive
 shell opens on the local terminal in the failed step's filesystem (type ``exit`` to

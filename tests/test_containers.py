@@ -258,7 +258,7 @@ async def test_bad_container_options_raise_typed_errors() -> None:
     with pytest.raises(ContainerError):
         OnError(shell=())
     with pytest.raises(TypeError):
-        Solver().build(llb.scratch(), on_error="shell")  # type: ignore[call-overload]
+        Solver().build(llb.scratch(), on_error="shell")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
