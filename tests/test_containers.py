@@ -292,3 +292,53 @@ def test_examples_run_against_the_daemon(
     assert proc.returncode == 0, proc.stderr
     for line in expected:
         assert line in proc.stdout, proc.stdout
+
+
+def test_docs_program_runs_against_the_daemon(
+    tmp_path: Path, buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: object
+) -> None:
+    """The python block of docs/containers.md is a complete program."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parent.parent / "docs" / "containers.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    script = tmp_path / "doc.py"
+    script.write_text(block)
+    env = {**os.environ, "BUILDKIT_HOST": buildkit_daemon.address, "BASE_IMAGE": buildkit_busybox_image.ref}  # type: ignore[attr-defined]
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["b'hi\\n'", "b'round trip' 0", "4 b'partial\\n'"]
+
+
+async def test_keep_mounts_turn_a_containers_writable_mounts_into_states(
+    tmp_path: Path, buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    root = _rootfs(buildkit_busybox_rootfs)
+    work = llb.scratch().mkfile("/seed.txt", b"seed\n")
+    solver = Solver()
+    request = solver.container(
+        root,
+        ["/bin/sh", "-c", "echo changed > /work/new.txt; mkdir -p /work/d; ln -s ../new.txt /work/d/link; "
+         "chmod 750 /work/d; echo rootfile > /made-in-root; exit 2"],
+        mounts=[llb.bind("/work", work)],
+        keep_mounts={"/work": tmp_path / "work", "/": tmp_path / "root"},
+        check=False,
+    )  # fmt: skip
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        done = await session.do(request)
+        assert done.container is not None and done.container.exit_code == 2
+        # A later request uses what the container changed.
+        later = await session.do(
+            solver.container(root, ["/bin/sh", "-c", "cat /w/seed.txt /w/new.txt /w/d/link"],
+                             mounts=[llb.bind("/w", done.mounts["/work"])])
+        )  # fmt: skip
+    assert later.container is not None
+    assert later.container.stdout == b"seed\nchanged\nchanged\n"
+    assert (tmp_path / "work" / "new.txt").read_text() == "changed\n"
+    assert os.readlink(tmp_path / "work" / "d" / "link") == "../new.txt"
+    assert (tmp_path / "work" / "d").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "root" / "made-in-root").read_text() == "rootfile\n"

@@ -141,7 +141,8 @@ class SolveResult:
 
     When the request was a State with an image config, ``exporter_response`` also
     holds it (JSON) under :data:`RESPONSE_IMAGE_CONFIG_KEY`. A container request's
-    process is ``container``. With ``on_error=OnError(..., drop_error=True)``, a
+    process is ``container``, and ``mounts`` holds a State of each of its
+    ``keep_mounts`` (a local copy). With ``on_error=OnError(..., drop_error=True)``, a
     failed build succeeds with its error in ``error`` and the results of the
     ``OnError`` commands in ``debug``.
     """
@@ -149,5 +150,6 @@ class SolveResult:
     ref: str
     exporter_response: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     container: ProcessResult | None = None
+    mounts: Mapping[str, llb.State] = field(default_factory=lambda: MappingProxyType({}))
     debug: tuple[ProcessResult, ...] = ()
     error: SolveError | None = None

@@ -38,11 +38,12 @@ Two more kinds of request take the same way:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import anyio
 
+from .. import llb
 from .._identity import new_id
 from .._pb.moby.buildkit import v1 as control
 from .._pb.moby.buildkit.v1 import frontend as gw
@@ -89,6 +90,7 @@ class _Outcome:
     container: ProcessResult | None = None
     debug: tuple[ProcessResult, ...] = ()
     error: SolveError | None = None
+    mounts: dict[str, llb.State] = field(default_factory=dict)
 
 
 async def run_request(request: Request, session: SessionServices) -> SolveResult:
@@ -157,6 +159,7 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
         ref=ref,
         exporter_response=MappingProxyType(exporter_response),
         container=outcome.container,
+        mounts=MappingProxyType(outcome.mounts),
         debug=outcome.debug,
         error=dropped if isinstance(dropped, SolveError) else None,
     )
@@ -193,7 +196,7 @@ async def _gateway_build(
         nonlocal holding_route
         try:
             if request.container is not None:
-                outcome.container = await bridge.run_container(definition, request.container)
+                outcome.container, outcome.mounts = await bridge.run_container(definition, request.container)
                 await bridge.return_result(gw.Result())
                 return
             solved = await _solve(bridge, definition, request, cache, outcome)

@@ -157,8 +157,12 @@ class Bridge:
         async with self.container(spec) as ctr:
             yield ctr
 
-    async def run_container(self, definition: PbDefinition, options: ContainerOptions) -> ProcessResult:
-        """Run the container request's exec ``definition`` with ``options``' process settings."""
+    async def run_container(
+        self, definition: PbDefinition, options: ContainerOptions
+    ) -> tuple[ProcessResult, dict[str, llb.State]]:
+        """Run the container request's exec ``definition`` with ``options``' process settings;
+        the process's result and a State of each of ``options.keep_mounts``."""
         spec = await self.prepare_container(definition)
         async with self.container(spec) as ctr:
-            return await ctr.run_with(options)
+            result = await ctr.run_with(options)
+        return result, {mount: llb.local(path) for mount, path in options.keep_mounts.items()}

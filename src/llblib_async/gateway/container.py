@@ -21,7 +21,10 @@ Leaving the block releases the container (its processes are killed); the daemon'
 from __future__ import annotations
 
 import contextlib
+import os
+import stat as _stat
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import anyio
@@ -36,6 +39,7 @@ from ..errors import BuildKitError, ContainerError, ContainerExitError
 from ..llb.meta import to_args
 from ..process_result import ProcessResult
 from .container_spec import ContainerSpec
+from .filestat import FileStat
 from .local_terminal import attach_terminal
 from .options import ContainerOptions
 from .process import Input, Output, Process, SetupHook, TeardownHook
@@ -97,6 +101,63 @@ class Container:
             translating_errors("LLBBridge.ReleaseContainer", self._address),
         ):
             await self._stub.release_container(gw.ReleaseContainerRequest(container_id=self.id))
+
+    # --- files --------------------------------------------------------------------------
+
+    def _mount_index(self, dest: str) -> int:
+        for i, m in enumerate(self.spec.exec.mounts):
+            if m.dest == dest:
+                return i
+        have = [m.dest for m in self.spec.exec.mounts]
+        raise ContainerError("mount", dest, f"the container has no such mount (it has {have})")
+
+    async def read_dir(self, path: str, *, mount: str = "/") -> list[FileStat]:
+        """The entries of directory ``path`` of the container's mount ``mount``, as it is now."""
+        request = gw.ReadDirRequest(ref=self.id, dir_path=path, mount_index=self._mount_index(mount))
+        with translating_errors("LLBBridge.ReadDirContainer", self._address):
+            response = await self._stub.read_dir_container(request)
+        return [FileStat.from_pb(e) for e in response.entries]
+
+    async def read_file(self, path: str, *, mount: str = "/") -> bytes:
+        """The content of file ``path`` of the container's mount ``mount``, as it is now."""
+        request = gw.ReadFileRequest(ref=self.id, file_path=path, mount_index=self._mount_index(mount))
+        with translating_errors("LLBBridge.ReadFileContainer", self._address):
+            response = await self._stub.read_file_container(request)
+        return bytes(response.data)
+
+    async def copy_mount(self, mount: str, dest: str | Path) -> Path:
+        """Copy the container's mount ``mount`` (as it is now) into the local directory ``dest``.
+
+        BuildKit cannot make a result of a container's mount, so this is how what a
+        container changed outlives it: ``llb.local(dest)`` is then a State of it
+        (``ContainerOptions.keep_mounts`` does this when the process has exited).
+        Regular files, directories and symlinks are copied with their permission bits;
+        ownership and special files are not.
+        """
+        root = Path(dest)
+        root.mkdir(parents=True, exist_ok=True)
+        index = self._mount_index(mount)
+        pending = [""]
+        while pending:
+            rel = pending.pop()
+            request = gw.ReadDirRequest(ref=self.id, dir_path="/" + rel, mount_index=index)
+            with translating_errors("LLBBridge.ReadDirContainer", self._address):
+                response = await self._stub.read_dir_container(request)
+            for entry in response.entries:
+                st = FileStat.from_pb(entry)
+                child = f"{rel}/{st.path}" if rel else st.path
+                local = root / child
+                if st.is_dir:
+                    local.mkdir(exist_ok=True)
+                    local.chmod(st.mode & 0o7777)
+                    pending.append(child)
+                elif _stat.S_ISLNK(st.mode):
+                    local.unlink(missing_ok=True)
+                    os.symlink(st.linkname, local)
+                elif _stat.S_ISREG(st.mode):
+                    local.write_bytes(await self.read_file("/" + child, mount=mount))
+                    local.chmod(st.mode & 0o7777)
+        return root
 
     # --- processes -------------------------------------------------------------------------
 
@@ -236,8 +297,9 @@ class Container:
         return result
 
     async def run_with(self, options: ContainerOptions) -> ProcessResult:
-        """:meth:`run` with the process settings of ``options`` (its command is the container's)."""
-        return await self.run(
+        """:meth:`run` with the process settings of ``options`` (its command is the container's);
+        then ``options.keep_mounts`` are copied out (:meth:`copy_mount`), whatever the exit code."""
+        result = await self.run(
             tty=options.tty,
             stdin=options.stdin,
             stdout=options.stdout,
@@ -245,8 +307,13 @@ class Container:
             terminal=options.terminal,
             setup=options.setup,
             teardown=options.teardown,
-            check=options.check,
+            check=False,
         )
+        for mount, local in options.keep_mounts.items():
+            await self.copy_mount(mount, local)
+        if options.check and result.exit_code != 0:
+            raise ContainerExitError(result)
+        return result
 
     async def _run_on_terminal(
         self,

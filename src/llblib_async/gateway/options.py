@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from .. import llb
@@ -65,7 +66,11 @@ class ContainerOptions:
     output captured on the result), ``setup`` hooks (called with the started
     :class:`~llblib_async.Process`), ``teardown`` hooks (always called, with the
     :class:`~llblib_async.ProcessResult` or ``None``), ``check`` (a non-zero exit raises
-    :class:`~llblib_async.ContainerExitError`).
+    :class:`~llblib_async.ContainerExitError`), ``keep_mounts`` (mount path -> local
+    directory: when the process has exited, the mount -- the root ``/`` or a writable
+    bind -- is copied there, and the request's ``SolveResult.mounts[path]`` is an
+    ``llb.local`` State of the copy, for later requests; BuildKit itself cannot turn a
+    container's mount into a result).
     """
 
     args: str | Sequence[str] | None = None
@@ -86,6 +91,7 @@ class ContainerOptions:
     setup: Sequence[SetupHook] = ()
     teardown: Sequence[TeardownHook] = ()
     check: bool = True
+    keep_mounts: Mapping[str, str | Path] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if self.args is not None and not isinstance(self.args, str):
@@ -94,6 +100,13 @@ class ContainerOptions:
         object.__setattr__(self, "extra_hosts", _frozen_map(self.extra_hosts, "extra_hosts"))
         object.__setattr__(self, "secret_env", _frozen_map(self.secret_env, "secret_env"))
         object.__setattr__(self, "mounts", tuple(self.mounts))
+        if not isinstance(self.keep_mounts, Mapping):
+            raise ContainerError(
+                "keep_mounts", self.keep_mounts, "expected a mapping of mount path to local dir"
+            )
+        object.__setattr__(
+            self, "keep_mounts", MappingProxyType({k: Path(v) for k, v in self.keep_mounts.items()})
+        )
         object.__setattr__(self, "setup", tuple(self.setup))
         object.__setattr__(self, "teardown", tuple(self.teardown))
         for hook in (*self.setup, *self.teardown):
