@@ -330,7 +330,8 @@ async def test_keep_mounts_turn_a_containers_writable_mounts_into_states(
     )  # fmt: skip
     async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
         done = await session.do(request)
-        assert done.container is not None and done.container.exit_code == 2
+        assert done.container is not None
+        assert done.container.exit_code == 2
         # A later request uses what the container changed.
         later = await session.do(
             solver.container(root, ["/bin/sh", "-c", "cat /w/seed.txt /w/new.txt /w/d/link"],

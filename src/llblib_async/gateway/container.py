@@ -135,7 +135,7 @@ class Container:
         ownership and special files are not.
         """
         root = Path(dest)
-        root.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
         index = self._mount_index(mount)
         pending = [""]
         while pending:
@@ -146,17 +146,12 @@ class Container:
             for entry in response.entries:
                 st = FileStat.from_pb(entry)
                 child = f"{rel}/{st.path}" if rel else st.path
-                local = root / child
+                data = b""
                 if st.is_dir:
-                    local.mkdir(exist_ok=True)
-                    local.chmod(st.mode & 0o7777)
                     pending.append(child)
-                elif _stat.S_ISLNK(st.mode):
-                    local.unlink(missing_ok=True)
-                    os.symlink(st.linkname, local)
                 elif _stat.S_ISREG(st.mode):
-                    local.write_bytes(await self.read_file("/" + child, mount=mount))
-                    local.chmod(st.mode & 0o7777)
+                    data = await self.read_file("/" + child, mount=mount)
+                await anyio.to_thread.run_sync(_write_entry, root / child, st, data)
         return root
 
     # --- processes -------------------------------------------------------------------------
@@ -347,3 +342,16 @@ class Container:
                     await hook(process)
                 await process.wait()
             return process.result()
+
+
+def _write_entry(local: Path, st: FileStat, data: bytes) -> None:
+    """One entry of a copied mount: a directory, a symlink or a regular file (others are skipped)."""
+    if st.is_dir:
+        local.mkdir(exist_ok=True)
+        local.chmod(st.mode & 0o7777)
+    elif _stat.S_ISLNK(st.mode):
+        local.unlink(missing_ok=True)
+        os.symlink(st.linkname, local)
+    elif _stat.S_ISREG(st.mode):
+        local.write_bytes(data)
+        local.chmod(st.mode & 0o7777)
