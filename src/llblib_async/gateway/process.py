@@ -35,6 +35,8 @@ from grpclib.const import Cardinality
 from .._pb import pb
 from .._pb.moby.buildkit.v1 import frontend as gw
 from .._wire.grpc_errors import translating_errors
+from .._wire.messages import RawMessage
+from .._wire.protobuf import bytes_field, iter_fields, len_field, read_varint, str_field
 from ..errors import ConnectionLostError, ContainerError, ContainerExitError
 from ..process_result import OUTPUT_TAIL_BYTES, ProcessResult
 
@@ -84,6 +86,43 @@ def signal_name(sig: str | int) -> str:
         return signal_module.Signals(sig).name.removeprefix("SIG")
     except ValueError:
         raise ContainerError("signal", sig, "not a signal number") from None
+
+
+class _ExecIn:
+    """An ``ExecMessage`` from the daemon: output chunks (``File``) decoded by hand -- the
+    generated class costs more than the rest of the path per chunk -- the rest by the stubs."""
+
+    __slots__ = ("data", "eof", "fd", "message")
+
+    def __init__(
+        self, message: gw.ExecMessage | None, fd: int = 0, data: bytes = b"", eof: bool = False
+    ) -> None:
+        self.message = message
+        self.fd = fd
+        self.data = data
+        self.eof = eof
+
+    @classmethod
+    def FromString(cls, buf: bytes) -> _ExecIn:  # grpclib's codec calls this name
+        view = memoryview(buf)
+        for number, wire_type, start, end in iter_fields(view):
+            if number == 3 and wire_type == 2:  # file: FdMessage{fd=1, eof=2, data=3}
+                fd, eof, data = 0, False, b""
+                sub = view[start:end]
+                for n, _, s, e in iter_fields(sub):
+                    if n == 1:
+                        fd = read_varint(sub, s)[0]
+                    elif n == 2:
+                        eof = bool(read_varint(sub, s)[0])
+                    elif n == 3:
+                        data = bytes(sub[s:e])
+                return cls(None, fd, data, eof)
+        return cls(gw.ExecMessage.parse(bytes(buf)))
+
+
+def _stdin_message(process_id: str, data: bytes) -> RawMessage:
+    """``ExecMessage{process_id, file: {fd: 0, data}}`` encoded by hand."""
+    return RawMessage(str_field(1, process_id) + len_field(3, bytes_field(3, data)))
 
 
 class ByteStream:
@@ -270,13 +309,13 @@ class Process:
                 async with self._channel.request(
                     EXEC_PROCESS,
                     Cardinality.STREAM_STREAM,
-                    gw.ExecMessage,
-                    gw.ExecMessage,
+                    RawMessage,
+                    _ExecIn,
                     metadata=self._metadata,
                 ) as stream:
                     self._stream = stream
                     await stream.send_request()
-                    await stream.send_message(self._init)
+                    await stream.send_message(RawMessage(bytes(self._init)))
                     async with anyio.create_task_group() as tg:
 
                         async def receive() -> None:
@@ -301,14 +340,15 @@ class Process:
 
     async def _receive(self, stream: Any) -> None:
         while True:
-            msg: gw.ExecMessage | None = await stream.recv_message()
-            if msg is None:
+            incoming: _ExecIn | None = await stream.recv_message()
+            if incoming is None:
                 break
-            if msg.file is not None:
-                sink = self._sinks.get(msg.file.fd)
-                if msg.file.data and sink is not None:
-                    await sink.feed(bytes(msg.file.data))
-                if msg.file.eof and sink is not None:
+            msg = incoming.message
+            if msg is None:  # an output chunk
+                sink = self._sinks.get(incoming.fd)
+                if incoming.data and sink is not None:
+                    await sink.feed(incoming.data)
+                if incoming.eof and sink is not None:
                     sink.close()
             elif msg.started is not None:
                 self._started.set()
@@ -333,23 +373,20 @@ class Process:
             with contextlib.suppress(Exception):
                 await stream.end()
 
-    async def _send(self, message: gw.ExecMessage) -> None:
+    async def _send(self, message: gw.ExecMessage | RawMessage) -> None:
         if self._stream is None or self._done.is_set():
             return
+        raw = message if isinstance(message, RawMessage) else RawMessage(bytes(message))
         async with self._send_lock:
             with translating_errors("LLBBridge.ExecProcess", self._address):
-                await self._stream.send_message(message)
+                await self._stream.send_message(raw)
 
     async def _write_stdin(self, data: bytes) -> None:
         if self._stdin_closed:
             raise ContainerError("stdin", "closed", "stdin of the process is closed")
         view = memoryview(data)
         for start in range(0, len(view), STDIN_CHUNK):
-            await self._send(
-                gw.ExecMessage(
-                    process_id=self.id, file=gw.FdMessage(fd=0, data=bytes(view[start : start + STDIN_CHUNK]))
-                )
-            )
+            await self._send(_stdin_message(self.id, bytes(view[start : start + STDIN_CHUNK])))
 
     async def _close_stdin(self) -> None:
         if self._stdin_closed:
