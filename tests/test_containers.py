@@ -290,3 +290,37 @@ async def test_keep_mounts_turn_a_containers_writable_mounts_into_states(
     assert os.readlink(tmp_path / "work" / "d" / "link") == "../new.txt"
     assert (tmp_path / "work" / "d").stat().st_mode & 0o777 == 0o750
     assert (tmp_path / "root" / "made-in-root").read_text() == "rootfile\n"
+
+
+async def test_secret_and_forwarded_socket_mounts_and_file_object_streams(
+    tmp_path: Path, buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    import io
+
+    from llblib_async import Secret, Secrets, SocketForwards
+
+    server = await asyncio.start_unix_server(lambda r, w: w.close(), str(tmp_path / "fwd.sock"))
+    solver = Solver()
+    solver.add_attachable(Secrets({"token": Secret.from_bytes(b"s3cret")}))
+    solver.add_attachable(SocketForwards({"fwd": tmp_path / "fwd.sock"}))
+    out = io.BytesIO()
+    request = solver.container(
+        _rootfs(buildkit_busybox_rootfs),
+        [
+            "/bin/sh",
+            "-c",
+            "cat /run/secrets/token; echo; echo $TOKEN; test -S /run/fwd.sock && echo socket; cat",
+        ],
+        mounts=[llb.secret_mount("/run/secrets/token", id="token"), llb.ssh_mount("/run/fwd.sock", id="fwd")],
+        secret_env={"TOKEN": "token"},
+        stdin=io.BytesIO(b"from a file object\n"),
+        stdout=out,
+    )
+    try:
+        async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+            result = await session.do(request)
+    finally:
+        server.close()
+    assert result.container is not None and result.container.exit_code == 0
+    assert out.getvalue() == b"s3cret\ns3cret\nsocket\nfrom a file object\n"
+    assert result.container.stdout == b""  # it went to the file object
