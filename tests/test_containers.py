@@ -321,6 +321,7 @@ async def test_secret_and_forwarded_socket_mounts_and_file_object_streams(
             result = await session.do(request)
     finally:
         server.close()
-    assert result.container is not None and result.container.exit_code == 0
+    assert result.container is not None
+    assert result.container.exit_code == 0
     assert out.getvalue() == b"s3cret\ns3cret\nsocket\nfrom a file object\n"
     assert result.container.stdout == b""  # it went to the file object
