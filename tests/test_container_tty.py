@@ -25,11 +25,21 @@ from llblib_async.testing import BuildkitDaemon
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, contextlib, os, sys
     import llblib_async
     from llblib_async import OnError, Solver, llb
+    from llblib_async.terminal import add_terminal_suspender
+
+    @contextlib.asynccontextmanager
+    async def display():  # a progress display stepping aside while the shell has the terminal
+        os.write(1, b"[display paused]\\r\\n")
+        try:
+            yield
+        finally:
+            os.write(1, b"[display resumed]\\r\\n")
 
     async def main() -> None:
+        add_terminal_suspender(display)
         address, rootfs = sys.argv[1], sys.argv[2]
         root = llb.scratch().copy(llb.local(rootfs), "/", "/")
         failing = root.run(["/bin/sh", "-c", "echo before-fail > /marker; exit 5"]).root
@@ -120,6 +130,7 @@ def test_interactive_on_error_shell_through_a_pty(
 ) -> None:
     term = _child(tmp_path, buildkit_daemon.address, buildkit_busybox_rootfs)
     try:
+        term.expect(r"\[display paused\]")
         term.expect(r"/ # ")  # the shell's prompt, in the failed step's filesystem
         assert term.modes_now() != term.modes_before  # raw while the shell has the terminal
         term.type("echo hel''lo\r")
@@ -142,6 +153,7 @@ def test_interactive_on_error_shell_through_a_pty(
         term.type("echo status=$?\r")
         term.expect(r"status=130")
         term.type("exit 7\r")
+        term.expect(r"\[display resumed\]")
         term.expect(r"RESULT build=5 shell=7")
     except BaseException:
         term.close(kill=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 import os
 from pathlib import Path
 
@@ -325,3 +326,91 @@ async def test_secret_and_forwarded_socket_mounts_and_file_object_streams(
     assert result.container.exit_code == 0
     assert out.getvalue() == b"s3cret\ns3cret\nsocket\nfrom a file object\n"
     assert result.container.stdout == b""  # it went to the file object
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of host processes whose command line contains ``marker`` (containers included)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    """Poll ``condition`` until it holds: the host's process table has no event to wait on."""
+    async with asyncio.timeout(120):  # a guard against a hang, not a speed limit
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_cancelling_a_container_request_releases_the_container(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    marker = f"sleep-{os.urandom(4).hex()}"
+    started = asyncio.Event()
+    torn_down: list[ProcessResult | None] = []
+
+    async def setup(process: Process) -> None:
+        started.set()
+
+    async def teardown(result: ProcessResult | None) -> None:
+        torn_down.append(result)
+
+    solver = Solver()
+    request = solver.container(
+        _rootfs(buildkit_busybox_rootfs),
+        ["/bin/sh", "-c", f"sleep 1000; echo {marker}"],
+        setup=[setup],
+        teardown=[teardown],
+    )
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        task = asyncio.create_task(session.do(request))
+        async with asyncio.timeout(120):  # a hang guard
+            await started.wait()
+        await _until(lambda: _processes_with(marker))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _until(lambda: not _processes_with(marker))
+        # The session goes on.
+        after = await session.do(solver.container(_rootfs(buildkit_busybox_rootfs), ["echo", "next"]))
+    assert torn_down == [None]
+    assert after.container is not None
+    assert after.container.stdout == b"next\n"
+
+
+async def test_on_error_remakes_cache_tmpfs_and_read_only_mounts_of_the_failed_step(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    cache_id = f"onerr-{os.urandom(4).hex()}"
+    ro = llb.scratch().mkfile("/f", b"read-only input\n")
+    failing = _rootfs(buildkit_busybox_rootfs).run(
+        ["/bin/sh", "-c", "echo cached > /cache/c; echo gone > /tmp/t; exit 1"],
+        mounts=[
+            llb.cache_mount("/cache", id=cache_id),
+            llb.tmpfs("/tmp"),
+            llb.bind("/ro", ro, readonly=True),
+        ],
+        env={"STEP_ENV": "from-the-step"},
+        cwd="/ro",
+    )
+    solver = Solver()
+    on_error = OnError(
+        commands=["cat /cache/c; ls /tmp | wc -l; cat f; echo $STEP_ENV $EXTRA; pwd; touch /ro/x || echo ro"],
+        env={"EXTRA": "added"},
+    )
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(SolveError) as info:
+            await session.do(solver.build(failing.root, on_error=on_error))
+    (run,) = info.value.debug
+    assert run.stdout.decode().splitlines() == [
+        "cached", "0", "read-only input", "from-the-step added", "/ro", "ro",
+    ]  # fmt: skip
