@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
