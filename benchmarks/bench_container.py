@@ -8,7 +8,9 @@ use), in one session:
   ``ignore_cache`` so it runs every time; the byte is read from the progress stream).
   The root filesystem is solved once beforehand, so both measure the run, not the root;
 * **stdin**: bytes/s written to ``cat > /dev/null`` in an open container;
-* **stdout**: bytes/s read from ``head -c N /dev/zero`` in an open container.
+* **stdout**: bytes/s read from ``dd if=/dev/zero bs=1M`` in an open container (the
+  daemon sends what each read of the process's pipe gives, so a writer of small blocks,
+  such as busybox ``head``, makes more and smaller messages).
 
 Medians of ``--runs`` runs. The last line is::
 
@@ -86,7 +88,7 @@ async def measure(address: str, rootfs: Path, runs: int, mib: int) -> tuple[floa
                     stdin_rates.append(mib / (time.perf_counter() - start))
                 async with result.container() as ctr:
                     start = time.perf_counter()
-                    await ctr.run(["head", "-c", str(size), "/dev/zero"], stdout="discard")
+                    await ctr.run(["dd", "if=/dev/zero", "bs=1048576", f"count={mib}"], stdout="discard")
                     stdout_rates.append(mib / (time.perf_counter() - start))
 
         await session.do(solver.build(root, on_result=streams))

@@ -35,6 +35,7 @@ from grpclib.const import Cardinality
 from .._pb import pb
 from .._pb.moby.buildkit.v1 import frontend as gw
 from .._wire.grpc_errors import translating_errors
+from .._wire.h2fast import FastStream, fast_stream
 from .._wire.messages import RawMessage
 from .._wire.protobuf import bytes_field, iter_fields, len_field, read_varint, str_field
 from ..errors import ConnectionLostError, ContainerError, ContainerExitError
@@ -339,8 +340,18 @@ class Process:
             self._ready.set()
 
     async def _receive(self, stream: Any) -> None:
+        fast: FastStream | None = None
         while True:
-            incoming: _ExecIn | None = await stream.recv_message()
+            incoming: _ExecIn | None
+            if fast is not None:
+                # The message-level fast path under grpclib (as the session pipe uses it).
+                with fast.wrapper or contextlib.nullcontext():
+                    payload = await fast.recv_message_data()
+                incoming = _ExecIn.FromString(payload) if payload is not None else None
+            else:
+                # The first message through grpclib, which handles the response headers.
+                incoming = await stream.recv_message()
+                fast = fast_stream(stream)
             if incoming is None:
                 break
             msg = incoming.message
