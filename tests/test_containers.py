@@ -414,3 +414,15 @@ async def test_on_error_remakes_cache_tmpfs_and_read_only_mounts_of_the_failed_s
     assert run.stdout.decode().splitlines() == [
         "cached", "0", "read-only input", "from-the-step added", "/ro", "ro",
     ]  # fmt: skip
+
+
+async def test_a_container_on_a_failing_root_raises_the_build_error(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    root = _rootfs(buildkit_busybox_rootfs).run(["/bin/sh", "-c", "echo bad root; exit 3"]).root
+    solver = Solver()
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(SolveError) as info:
+            await session.do(solver.container(root, ["true"]))
+    assert info.value.exit_code == 3
+    assert "bad root" in info.value.logs

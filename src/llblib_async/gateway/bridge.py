@@ -117,13 +117,17 @@ class Bridge:
     async def resolve_container(
         self, spec: ContainerSpec, definition: PbDefinition, head: str
     ) -> ContainerSpec:
-        """Solve each mount source of ``spec`` (inputs of op ``head`` in ``definition``) to a result id."""
+        """Solve each mount source of ``spec`` (inputs of op ``head`` in ``definition``) to a result id.
+
+        The solves are lazy: ``NewContainer`` builds the sources (one round trip less; a
+        failing source fails it with the same build error).
+        """
         resolved: dict[int, str] = {}
         errors: list[Exception] = []
 
         async def solve(mount: int, index: int) -> None:
             try:
-                result = await self.solve(input_definition(definition, head, index), evaluate=True)
+                result = await self.solve(input_definition(definition, head, index), evaluate=False)
             except Exception as err:  # raised below as it is, not in an ExceptionGroup
                 errors.append(err)
                 tg.cancel_scope.cancel()
