@@ -147,6 +147,8 @@ async def test_signals_reach_the_process_and_an_exec_joins_the_init(
             )
             assert init.stdout is not None
             assert await init.stdout.read(6) == b"ready\n"
+            with pytest.raises(ContainerError):
+                await init.resize(24, 80)  # no TTY
             # A second process is an exec into the running container: it sees the init.
             peer = await ctr.run(["/bin/sh", "-c", "ps | grep -c 'while'"], check=False)
             seen["peer"] = peer
@@ -426,3 +428,41 @@ async def test_a_container_on_a_failing_root_raises_the_build_error(
             await session.do(solver.container(root, ["true"]))
     assert info.value.exit_code == 3
     assert "bad root" in info.value.logs
+
+
+async def test_a_tty_process_merges_output_and_takes_resizes(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    solver = Solver()
+    seen: dict[str, object] = {}
+
+    async def handler(result: Result) -> None:
+        async with result.container() as ctr:
+            proc = await ctr.start(["/bin/sh"], tty=True, stdin="pipe", stdout="pipe")
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            assert proc.stderr is None
+            await proc.resize(40, 120)
+            await proc.stdin.write(b"stty size; echo $TERM; echo to-err >&2; exit 3\n")
+            seen["out"] = await proc.stdout.read()
+            seen["code"] = await proc.wait()
+
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        await session.do(solver.build(_rootfs(buildkit_busybox_rootfs), on_result=handler))
+    out = seen["out"]
+    assert isinstance(out, bytes)
+    assert b"40 120\r\n" in out
+    assert b"xterm\r\n" in out
+    assert b"to-err\r\n" in out
+    assert seen["code"] == 3
+
+
+async def test_a_process_the_daemon_cannot_start_says_why(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    solver = Solver()
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(ContainerExitError) as info:
+            await session.do(solver.container(_rootfs(buildkit_busybox_rootfs), ["true"], user="nosuchuser"))
+    assert "nosuchuser" in info.value.result.error
+    assert "nosuchuser" in str(info.value)

@@ -120,6 +120,8 @@ class ContainerExitError(BuildKitError):
 
     def __init__(self, result: ProcessResult) -> None:
         text = f"process {list(result.args)!r} exited with code {result.exit_code}"
+        if result.error and not result.error.startswith("exit code:"):
+            text += f" ({result.error})"
         tail = result.output_tail()
         if tail:
             text += "\n" + tail

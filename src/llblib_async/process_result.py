@@ -24,7 +24,8 @@ class ProcessResult:
     signal ``n`` killed it; ``255`` when the daemon could not tell), ``stdout`` and
     ``stderr`` what it wrote, when they were captured (empty when they went
     elsewhere; with a TTY everything is on ``stdout``); ``tail`` the last 4 KiB of
-    all its output wherever it went.
+    all its output wherever it went; ``error`` what the daemon said about a failure
+    (``"exit code: 3"``, or why the process could not start).
     """
 
     args: tuple[str, ...]
@@ -32,6 +33,7 @@ class ProcessResult:
     stdout: bytes = b""
     stderr: bytes = b""
     tail: bytes = b""
+    error: str = ""
 
     @property
     def ok(self) -> bool:

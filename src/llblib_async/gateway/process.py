@@ -477,6 +477,7 @@ class Process:
             stdout=bytes(self._sinks[1].captured),
             stderr=bytes(self._sinks[2].captured) if 2 in self._sinks else b"",
             tail=tail,
+            error=self._exit_message,
         )
 
     async def check(self) -> ProcessResult:
