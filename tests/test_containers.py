@@ -466,3 +466,26 @@ async def test_a_process_the_daemon_cannot_start_says_why(
             await session.do(solver.container(_rootfs(buildkit_busybox_rootfs), ["true"], user="nosuchuser"))
     assert "nosuchuser" in info.value.result.error
     assert "nosuchuser" in str(info.value)
+
+
+async def test_stdin_the_process_leaves_unread_is_a_clear_error_and_the_session_goes_on(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    """BuildKit ends the process's stream when stdin cannot be written (the process exited)."""
+    root = _rootfs(buildkit_busybox_rootfs)
+    solver = Solver()
+    request = solver.container(root, ["/bin/sh", "-c", "head -c 5; exit 0"], stdin=b"x" * (32 << 20))
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        outcome: llblib_async.SolveResult | ContainerError
+        try:
+            outcome = await session.do(request)
+        except ContainerError as err:
+            outcome = err
+        if isinstance(outcome, ContainerError):  # the usual outcome: the stream ended, the status lost
+            assert outcome.option == "stdin"
+        else:  # the daemon's Exit won the race against its failing stdin write
+            assert outcome.container is not None
+            assert (outcome.container.exit_code, outcome.container.stdout) == (0, b"xxxxx")
+        after = await session.do(solver.container(root, ["echo", "still here"]))
+    assert after.container is not None
+    assert after.container.stdout == b"still here\n"

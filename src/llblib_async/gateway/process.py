@@ -296,6 +296,7 @@ class Process:
         self._exit_message = ""
         self._failure: BaseException | None = None
         self._done_seen = False
+        self._stdin_sent = 0
 
     # --- running ---------------------------------------------------------------------------
 
@@ -332,6 +333,9 @@ class Process:
                             tg.start_soon(self._pump_stdin)
                     await self._end(stream)
         except Exception as err:
+            # The receive task's error comes in a group of one: keep the error itself.
+            while isinstance(err, ExceptionGroup) and len(err.exceptions) == 1:
+                err = err.exceptions[0]
             self._failure = err
         finally:
             for sink in self._sinks.values():
@@ -377,6 +381,15 @@ class Process:
             # Ended before it started: the daemon refused the process.
             self._started.set()
         if self._exit_code is None:
+            if self._stdin_sent:
+                # BuildKit ends the whole ExecProcess call when writing stdin into the
+                # process fails (it exited without reading it all): the status is lost.
+                raise ContainerError(
+                    "stdin",
+                    f"{self._stdin_sent} bytes",
+                    "the daemon ended the process's stream without its exit status: BuildKit does "
+                    "so when stdin is written after the process stopped reading it and exited",
+                )
             raise ConnectionLostError(self._address, f"process {self.id} ended without an exit status")
 
     async def _end(self, stream: Any) -> None:
@@ -392,12 +405,17 @@ class Process:
             with translating_errors("LLBBridge.ExecProcess", self._address):
                 await self._stream.send_message(raw)
 
-    async def _write_stdin(self, data: bytes) -> None:
-        if self._stdin_closed:
-            raise ContainerError("stdin", "closed", "stdin of the process is closed")
+    async def _write_stdin(self, data: bytes, *, quiet: bool = False) -> None:
+        """Send ``data``; once stdin is closed raise (``quiet``: drop it, the process is gone)."""
         view = memoryview(data)
         for start in range(0, len(view), STDIN_CHUNK):
-            await self._send(_stdin_message(self.id, bytes(view[start : start + STDIN_CHUNK])))
+            if self._stdin_closed:
+                if quiet:
+                    return
+                raise ContainerError("stdin", "closed", "stdin of the process is closed")
+            chunk = bytes(view[start : start + STDIN_CHUNK])
+            await self._send(_stdin_message(self.id, chunk))
+            self._stdin_sent += len(chunk)
 
     async def _close_stdin(self) -> None:
         if self._stdin_closed:
@@ -409,10 +427,10 @@ class Process:
         source = self._stdin_source
         try:
             if isinstance(source, bytes | bytearray | memoryview):
-                await self._write_stdin(bytes(source))
+                await self._write_stdin(bytes(source), quiet=True)
             elif hasattr(source, "__aiter__"):
                 async for chunk in source:  # type: ignore[union-attr]
-                    await self._write_stdin(bytes(chunk))
+                    await self._write_stdin(bytes(chunk), quiet=True)
                     if self._exit_code is not None:
                         break
             elif callable(getattr(source, "read", None)):
@@ -421,7 +439,7 @@ class Process:
                     chunk = await anyio.to_thread.run_sync(reader, STDIN_CHUNK, abandon_on_cancel=True)
                     if not chunk:
                         break
-                    await self._write_stdin(bytes(chunk))
+                    await self._write_stdin(bytes(chunk), quiet=True)
             else:
                 raise ContainerError(
                     "stdin", source, "expected None, 'pipe', bytes, a file object or an async iterable"
