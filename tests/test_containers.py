@@ -228,12 +228,12 @@ async def test_on_error_on_a_file_op_failure_keeps_the_error(
     assert info.value.debug == ()
 
 
-async def test_eight_concurrent_container_requests_and_one_failing_with_on_error(
+async def test_eight_concurrent_container_requests_and_one_failing_with_on_error_beside_them(
     buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
     root = _rootfs(buildkit_busybox_rootfs)
     solver = Solver()
-    requests = [solver.container(root, ["/bin/sh", "-c", f"echo container-{i}"]) for i in range(7)]
+    requests = [solver.container(root, ["/bin/sh", "-c", f"echo container-{i}"]) for i in range(8)]
     failing = solver.build(
         root.run(["/bin/sh", "-c", "echo boom > /b; exit 4"]).root,
         on_error=OnError(commands=["cat /b"]),
@@ -242,11 +242,11 @@ async def test_eight_concurrent_container_requests_and_one_failing_with_on_error
         outcomes = await asyncio.gather(
             *(session.do(r) for r in [*requests, failing]), return_exceptions=True
         )
-    for i, outcome in enumerate(outcomes[:7]):
+    for i, outcome in enumerate(outcomes[:8]):
         assert isinstance(outcome, llblib_async.SolveResult), outcome
         assert outcome.container is not None
         assert outcome.container.stdout == f"container-{i}\n".encode()
-    err = outcomes[7]
+    err = outcomes[8]
     assert isinstance(err, SolveError)
     assert err.exit_code == 4
     assert err.debug[0].stdout == b"boom\n"
