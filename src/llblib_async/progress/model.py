@@ -12,6 +12,7 @@ import datetime
 from dataclasses import dataclass
 
 from .._pb.moby.buildkit import v1 as control
+from ..errors import SourceLocation
 
 __all__ = ["BuildWarning", "LogChunk", "StatusRow", "StatusUpdate", "VertexUpdate"]
 
@@ -55,11 +56,33 @@ class LogChunk:
 
 @dataclass(frozen=True, slots=True)
 class BuildWarning:
+    """A warning of the build (a frontend's lint rule, a deprecated option...).
+
+    ``sources`` say where it points in the source (a Dockerfile's lines), when the
+    frontend said so.
+    """
+
     vertex: str
     level: int
     short: str
     detail: tuple[str, ...] = ()
     url: str = ""
+    sources: tuple[SourceLocation, ...] = ()
+
+
+def _warning_sources(w: control.VertexWarning) -> tuple[SourceLocation, ...]:
+    if w.info is None:
+        return ()
+    ranges = tuple(
+        (
+            r.start.line if r.start else 0,
+            r.start.character if r.start else 0,
+            r.end.line if r.end else 0,
+            r.end.character if r.end else 0,
+        )
+        for r in w.ranges
+    )
+    return (SourceLocation(w.info.filename, bytes(w.info.data), w.info.language, ranges),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +135,7 @@ class StatusUpdate:
                     short=w.short.decode(errors="replace"),
                     detail=tuple(d.decode(errors="replace") for d in w.detail),
                     url=w.url,
+                    sources=_warning_sources(w),
                 )
                 for w in msg.warnings
             ),
