@@ -489,3 +489,23 @@ async def test_stdin_the_process_leaves_unread_is_a_clear_error_and_the_session_
         after = await session.do(solver.container(root, ["echo", "still here"]))
     assert after.container is not None
     assert after.container.stdout == b"still here\n"
+
+
+@pytest.mark.parametrize("derived", [False, True], ids=["dockerfile", "state-built-on-it"])
+async def test_on_error_debugs_a_failing_dockerfile_run(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: object, derived: bool
+) -> None:
+    """Whatever made the failing exec (here BuildKit's Dockerfile frontend), OnError reads it from the error."""
+    base = buildkit_busybox_image.ref  # type: ignore[attr-defined]
+    text = f"FROM {base}\nWORKDIR /app\nRUN echo data > file.txt\nRUN echo partial > /app/p.txt && exit 6\nRUN true\n"
+    st = llb.dockerfile(text)
+    if derived:
+        st = st.file(llb.mkfile("/x", b"y"))
+    solver = Solver()
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        with pytest.raises(SolveError) as info:
+            await session.do(solver.build(st, on_error=OnError(commands=["cat file.txt p.txt; pwd"])))
+    err = info.value
+    assert err.exit_code == 6
+    (run,) = err.debug
+    assert run.stdout == b"data\npartial\n/app\n"
