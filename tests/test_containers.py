@@ -495,9 +495,12 @@ async def test_stdin_the_process_leaves_unread_is_a_clear_error_and_the_session_
 async def test_on_error_debugs_a_failing_dockerfile_run(
     buildkit_daemon: BuildkitDaemon, buildkit_busybox_image: object, derived: bool
 ) -> None:
-    """Whatever made the failing exec (here BuildKit's Dockerfile frontend), OnError reads it from the error."""
+    """Whatever made the failing exec (here the Dockerfile frontend), OnError reads it from the error."""
     base = buildkit_busybox_image.ref  # type: ignore[attr-defined]
-    text = f"FROM {base}\nWORKDIR /app\nRUN echo data > file.txt\nRUN echo partial > /app/p.txt && exit 6\nRUN true\n"
+    text = (
+        f"FROM {base}\nWORKDIR /app\nRUN echo data > file.txt\n"
+        "RUN echo partial > /app/p.txt && exit 6\nRUN true\n"
+    )
     st = llb.dockerfile(text)
     if derived:
         st = st.file(llb.mkfile("/x", b"y"))
