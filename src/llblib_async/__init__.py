@@ -35,6 +35,7 @@ from .errors import (
     DockerfileError,
     ExportError,
     FrontendQueryError,
+    LateAttachableError,
     LocalDirError,
     PatternError,
     RegistryError,
@@ -77,7 +78,14 @@ from .progress import (
     RecordingProgress,
     StatusUpdate,
 )
-from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
+from .request import (
+    RESPONSE_IMAGE_CONFIG_KEY,
+    Descriptor,
+    Request,
+    RequestOptions,
+    ResultHandler,
+    SolveResult,
+)
 from .session import Session
 from .solver import Solver
 
@@ -101,6 +109,7 @@ __all__ = [
     "ContainerOptions",
     "DaemonError",
     "DaemonUnreachableError",
+    "Descriptor",
     "DockerAuthProvider",
     "DockerExport",
     "DockerfileError",
@@ -110,6 +119,7 @@ __all__ = [
     "FrontendQueryError",
     "GatewayResolver",
     "ImageExport",
+    "LateAttachableError",
     "LintReport",
     "LintWarning",
     "LocalDirError",

@@ -250,6 +250,25 @@ class SessionClosedError(BuildKitError, RuntimeError):
     """The session was closed (its ``async with`` block left) before or while a request ran."""
 
 
+class LateAttachableError(BuildKitError, RuntimeError):
+    """An attachable was added to a :class:`~llblib_async.Solver` while a session of it was open.
+
+    The daemon learns a session's services from the method list announced when the
+    session opens, and every request of the session names that one session, so an
+    open session can never serve a new attachable; the solver raises instead of
+    accepting something that would silently never be called. ``attachable`` is the
+    object that was refused.
+    """
+
+    def __init__(self, attachable: object) -> None:
+        super().__init__(
+            f"cannot add attachable {attachable!r}: a session of this solver is open, and the"
+            " daemon learns a session's services only when it opens; add it before"
+            " solver.session(...) (or open a new session after this one closed)"
+        )
+        self.attachable = attachable
+
+
 class ExportError(BuildKitError):
     """Exported output could not be written on the client side."""
 

@@ -6,21 +6,32 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 from . import llb
 from .cache import CacheExport, CacheImport
-from .errors import SolveError
-from .exporters import Export
+from .errors import ExportError, SolveError
+from .exporters import Export, ImageExport
 from .gateway.on_error import OnError
 from .gateway.options import ContainerOptions
 from .gateway.result import Result
 from .process_result import ProcessResult
 
-__all__ = ["RESPONSE_IMAGE_CONFIG_KEY", "Request", "RequestOptions", "ResultHandler", "SolveResult"]
+__all__ = [
+    "RESPONSE_IMAGE_CONFIG_KEY",
+    "Descriptor",
+    "Request",
+    "RequestOptions",
+    "ResultHandler",
+    "SolveResult",
+]
 
 #: Key of the request State's image config (JSON) in ``SolveResult.exporter_response``
 #: (Go llblib's ``ExporterImageConfigKey``).
@@ -42,10 +53,15 @@ class RequestOptions(TypedDict, total=False):
     the daemon; ``frontend_attrs`` are passed in the ``SolveRequest``; ``evaluate``
     solves the result even when nothing reads or exports it; ``cache_exports`` /
     ``cache_imports`` export the build cache after the build and import cache for it
-    (registry, local directory, inline: :mod:`llblib_async.cache`); ``on_error``
-    (an :class:`~llblib_async.OnError`) debugs a failed exec in a container on the
-    failed step's filesystem before the error is raised (it makes the solve
-    ``evaluate``, so failures surface in the request).
+    (registry, local directory, inline: :mod:`llblib_async.cache`); ``record_history``
+    (default true, as with Go's client and buildctl) keeps the build in the daemon's
+    build history (``buildctl debug history``); false marks it internal
+    (``SolveRequest.internal``), which spares the daemon writing the record after the
+    build: about 0.1 s per request on an idle test machine (more under load), written
+    one after the other when many requests end together (``nox -s bench -- downloads
+    --no-history`` compares); ``on_error`` (an :class:`~llblib_async.OnError`) debugs a
+    failed exec in a container on the failed step's filesystem before the error is
+    raised (it makes the solve ``evaluate``, so failures surface in the request).
     """
 
     label: str
@@ -56,6 +72,7 @@ class RequestOptions(TypedDict, total=False):
     evaluate: bool
     cache_exports: Iterable[CacheExport]
     cache_imports: Iterable[CacheImport]
+    record_history: bool
     on_error: OnError | None
 
 
@@ -80,6 +97,7 @@ class Request:
     evaluate: bool = False
     cache_exports: tuple[CacheExport, ...] = ()
     cache_imports: tuple[CacheImport, ...] = ()
+    record_history: bool = True
     on_error: OnError | None = None
     container: ContainerOptions | None = None
 
@@ -115,6 +133,7 @@ class Request:
             evaluate=options.get("evaluate", False),
             cache_exports=tuple(options.get("cache_exports", ())),
             cache_imports=tuple(options.get("cache_imports", ())),
+            record_history=options.get("record_history", True),
             on_error=options.get("on_error"),
         )
 
@@ -136,11 +155,55 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
-class SolveResult:
-    """What a finished build reports: its id and the merged exporter responses.
+class Descriptor:
+    """An OCI content descriptor: what the daemon reports as ``containerimage.descriptor``.
 
-    When the request was a State with an image config, ``exporter_response`` also
-    holds it (JSON) under :data:`RESPONSE_IMAGE_CONFIG_KEY`. A container request's
+    ``platform`` is ``os/architecture[/variant]`` (``None`` when not given, as in an
+    index); ``annotations`` are the descriptor's own (e.g. the creation time).
+    """
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    platform: str | None = None
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Descriptor:
+        """Decode the JSON of an OCI descriptor; raises ``ValueError`` if it is not one."""
+        raw: Any = json.loads(data)
+        if not isinstance(raw, dict) or not isinstance(raw.get("digest"), str):
+            raise ValueError(f"not an OCI descriptor: {data!r}")
+        platform = raw.get("platform")
+        spec = None
+        if isinstance(platform, dict):
+            parts = [platform.get("os", ""), platform.get("architecture", ""), platform.get("variant", "")]
+            spec = "/".join(p for p in parts if p)
+        return cls(
+            media_type=str(raw.get("mediaType", "")),
+            digest=raw["digest"],
+            size=int(raw.get("size", 0)),
+            annotations=MappingProxyType({str(k): str(v) for k, v in (raw.get("annotations") or {}).items()}),
+            platform=spec,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SolveResult:
+    """What a finished build reports: its id, typed fields of its exports, and the raw
+    merged exporter responses.
+
+    ``exporter_response`` is the daemon's map as it came (Go's
+    ``SolveResponse.ExporterResponse``); when the request was a State with an image
+    config it also holds it (JSON) under :data:`RESPONSE_IMAGE_CONFIG_KEY`. The
+    properties read it with types: :attr:`image_digest`, :attr:`config_digest`,
+    :attr:`descriptor`, :attr:`image_names`, :attr:`image_config`. The daemon merges the
+    responses of all exporters of a request into one map, so with several image
+    exporters they describe the one it reported last (in practice the same image).
+    ``pushed_names`` and ``outputs`` come from the request: the names its
+    :class:`~llblib_async.ImageExport` exporters pushed (the daemon does not say which
+    names were pushed) and the client-side files and directories its exports wrote.
+    (Deviation from Go llblib, which answers only the raw map.) A container request's
     process is ``container``, and ``mounts`` holds a State of each of its
     ``keep_mounts`` (a local copy). With ``on_error=OnError(..., drop_error=True)``, a
     failed build succeeds with its error in ``error`` and the results of the
@@ -149,7 +212,61 @@ class SolveResult:
 
     ref: str
     exporter_response: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    pushed_names: tuple[str, ...] = ()
+    outputs: tuple[Path, ...] = ()
     container: ProcessResult | None = None
     mounts: Mapping[str, llb.State] = field(default_factory=lambda: MappingProxyType({}))
     debug: tuple[ProcessResult, ...] = ()
     error: SolveError | None = None
+
+    @property
+    def image_digest(self) -> str | None:
+        """The image's manifest (or index) digest, ``sha256:...`` (``containerimage.digest``)."""
+        return self.exporter_response.get("containerimage.digest")
+
+    @property
+    def config_digest(self) -> str | None:
+        """The image config's digest (``containerimage.config.digest``)."""
+        return self.exporter_response.get("containerimage.config.digest")
+
+    @property
+    def descriptor(self) -> Descriptor | None:
+        """The exported manifest's OCI descriptor (``containerimage.descriptor``, base64 JSON).
+
+        Raises :class:`~llblib_async.errors.ExportError` naming the value if the daemon
+        sent something that is not one.
+        """
+        raw = self.exporter_response.get("containerimage.descriptor")
+        if raw is None:
+            return None
+        try:
+            return Descriptor.from_json(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError, TypeError) as e:
+            raise ExportError(f"containerimage.descriptor {raw!r} is not a base64 OCI descriptor: {e}") from e
+
+    @property
+    def image_names(self) -> tuple[str, ...]:
+        """The names the image was exported under (``image.name``, as the daemon
+        normalised them: ``x/y:1`` becomes ``docker.io/x/y:1`` for tarballs)."""
+        names = self.exporter_response.get("image.name", "")
+        return tuple(n for n in names.split(",") if n)
+
+    @property
+    def image_config(self) -> llb.ImageConfig | None:
+        """The request State's image config that went into the image (``None`` without one)."""
+        raw = self.exporter_response.get(RESPONSE_IMAGE_CONFIG_KEY)
+        return llb.ImageConfig.from_json(raw) if raw is not None else None
+
+    @classmethod
+    def of(cls, request: Request, ref: str, exporter_response: Mapping[str, str]) -> SolveResult:
+        """The result of ``request`` (build ``ref``) with the daemon's ``exporter_response``."""
+        pushed = tuple(n for e in request.exports if isinstance(e, ImageExport) and e.push for n in e.names)
+        outputs = tuple(
+            Path(dest) for e in request.exports if isinstance(dest := getattr(e, "dest", None), str | Path)
+        )
+        return cls(
+            ref=ref,
+            exporter_response=MappingProxyType(dict(exporter_response)),
+            pushed_names=pushed,
+            outputs=outputs,
+        )

@@ -11,9 +11,12 @@ through it:
 
 Each :meth:`Session.do` runs the request pipeline (:mod:`llblib_async._pipeline`): a
 *client-side gateway build* whose result handlers may read files of the result before
-the exporters run. Any number of ``do`` calls may run concurrently; exports to the
-client are serialised (see :mod:`llblib_async._pipeline.exports`), everything else
-runs in parallel.
+the exporters run. Any number of ``do`` calls run concurrently, downloads included:
+the daemon addresses a download (``LocalExport``, ``TarExport``, tarballs, OCI
+layouts) only by session and exporter index, so while one request downloads through
+the session, another that downloads gets a short-lived private session serving the
+same locals and attachables (:attr:`Session.export_sessions` counts them; see
+:mod:`llblib_async._pipeline.exports`).
 
 Open one with ``Solver.session(client)``; ``client.solve`` opens a one-request session
 with :func:`open_session`.
@@ -83,6 +86,12 @@ class Session:
         """One entry per local-directory transfer so far (name, entries listed, files
         the daemon asked for, bytes sent): shows what was (not) sent again."""
         return tuple(self._services.filesync.transfers)
+
+    @property
+    def export_sessions(self) -> int:
+        """How many short-lived private sessions concurrent downloads needed so far
+        (a request downloading while another one downloads gets one)."""
+        return self._services.exports.private_sessions
 
     def add_local(self, name: str, path: Path) -> None:
         """Serve ``path`` as ``local://name`` (also done for each request's locals).
@@ -222,14 +231,25 @@ async def open_session(
     # The daemon learns a session's methods when it opens, so the content store is
     # always served; requests add their local cache dirs (and OCI layout dirs) to it.
     content_store = ContentStore({})
+    attachables = tuple(attachables)
     served: list[Attachable] = [filesync, filesend, content_store, *attachables]
+
+    @contextlib.asynccontextmanager
+    async def open_private(exports: Sequence[Attachable]) -> AsyncIterator[str]:
+        # A request's own session for its downloads while another request downloads
+        # through this one (see _pipeline/exports.py): everything this session serves,
+        # with the request's own FileSend targets and content store.
+        private = [filesync, *exports, *attachables]
+        async with open_client_session(conn, session_id=new_id(), attachables=private) as h:
+            yield h.id
+
     async with open_client_session(conn, session_id=new_id(), attachables=served) as handle:
         services = SessionServices(
             conn=conn,
             session_id=handle.id,
             filesync=filesync,
             content_store=content_store,
-            exports=ExportRoute(filesend, content_store),
+            exports=ExportRoute(handle.id, filesend, content_store, open_private),
             progress=progress if progress is not None else NullProgress(),
         )
         session = Session(handle, services)

@@ -3,8 +3,11 @@
 Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
 ``client.solve``, which is a one-request session:
 
-1. plan its cache (:mod:`.cache_plan`) and build its ``SolveRequest``
-   (:mod:`.solve_request`): a *gateway build* with no definition;
+1. plan its cache (:mod:`.cache_plan`), take the session's
+   :class:`~.exports.ExportRoute` for its client-side exports (the session itself when
+   free, else a short-lived private session, so concurrent downloads overlap) and build
+   its ``SolveRequest`` (:mod:`.solve_request`): a *gateway build* with no definition,
+   naming that session;
 2. follow ``Control.Status`` for its ref into the session's progress sink and a
    :class:`~.failures.FailureLog`;
 3. ``Control.Solve`` (the daemon's gateway forwarder for the ref) and, side by side,
@@ -14,11 +17,10 @@ Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
    :class:`FrontendBridge`) and serve its local directories, ``LLBBridge.Solve`` of the
    definition -- or, when the request's State *is* a frontend State, of the frontend
    itself, evaluated, so its result (per-platform refs and image configs) is what is
-   exported and a failing step fails here --, the result handlers, claiming the
-   session's :class:`~.exports.ExportRoute` when the request exports to the client,
-   ``Return``; the daemon then runs the exporters and ``Control.Solve`` returns. If
-   either half fails the other is cancelled, and cancelling ``Control.Solve`` cancels
-   the build in the daemon;
+   exported and a failing step fails here --, the result handlers, ``Return``; the
+   daemon then runs the exporters and ``Control.Solve`` returns. If either half fails
+   the other is cancelled, and cancelling ``Control.Solve`` cancels the build in the
+   daemon;
 5. let the Status stream deliver the last logs, turn a failure into the most telling
    error (:func:`~.failures.explain`), record exported manifests in ``index.json`` and
    answer the :class:`~llblib_async.SolveResult`.
@@ -41,6 +43,7 @@ Two more kinds of request take the same way:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,12 +121,12 @@ async def run_request(
     uploads_before = len(session.filesync.transfers)
     cache = await plan_cache(request.cache_exports, request.cache_imports, request.exports)
     # Local cache dirs are keyed by their path, so requests can share them; the OCI
-    # layout store has one fixed id and is set while the request holds the export route.
+    # layout store has one fixed id, set in the session the export route gives the request.
     session.content_store.stores.update(cache.stores)
     ref = new_id()
-    message = solve_request(
-        request, ref=ref, session_id=session.session_id, cache=cache, is_moby=session.conn.is_moby
-    )
+    targets: dict[int, Target] = {
+        i: t for i, e in enumerate(request.exports) if (t := e.session_target()) is not None
+    }
     stub = control.ControlStub(session.conn.channel)
     log = FailureLog()
     served = _Served()
@@ -140,21 +143,25 @@ async def run_request(
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
     other: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(follow_status)
-        try:
-            response = await _gateway_build(
-                session, stub, message, request, cache, served, target or _solve_target
-            )
-        except BuildKitError as err:
-            failed = err
-        except Exception as err:
-            # Not the build's failure (a result handler's, say): no logs to wait for.
-            # Raised outside the task group, which would wrap it in an ExceptionGroup.
-            other = err
-            tg.cancel_scope.cancel()
-        # Let the Status stream deliver the last logs (it normally ends by itself).
-        tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
+    async with session.exports.route(targets, cache.layout) as session_id:
+        message = solve_request(
+            request, ref=ref, session_id=session_id, cache=cache, is_moby=session.conn.is_moby
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_status)
+            try:
+                response = await _gateway_build(
+                    session, stub, message, request, cache, served, target or _solve_target
+                )
+            except BuildKitError as err:
+                failed = err
+            except Exception as err:
+                # Not the build's failure (a result handler's, say): no logs to wait for.
+                # Raised outside the task group, which would wrap it in an ExceptionGroup.
+                other = err
+                tg.cancel_scope.cancel()
+            # Let the Status stream deliver the last logs (it normally ends by itself).
+            tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
     if other is not None:
         raise other
     if failed is not None:
@@ -174,9 +181,8 @@ async def run_request(
     elif served.image_config:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
     dropped = log.enrich(served.error) if served.error is not None else None
-    return SolveResult(
-        ref=ref,
-        exporter_response=MappingProxyType(exporter_response),
+    return dataclasses.replace(
+        SolveResult.of(request, ref, exporter_response),
         container=served.container,
         mounts=MappingProxyType(served.mounts),
         debug=served.debug,
@@ -289,12 +295,8 @@ async def _gateway_build(
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
     bridge = Bridge(session.conn.channel, message.ref, address)
-    targets: dict[int, Target] = {
-        i: t for i, e in enumerate(request.exports) if (t := e.session_target()) is not None
-    }
     responses: list[control.SolveResponse] = []
     errors: list[Exception] = []
-    holding_route = False
 
     async def control_solve() -> None:
         try:
@@ -305,7 +307,6 @@ async def _gateway_build(
             tg.cancel_scope.cancel()
 
     async def bridge_side() -> None:
-        nonlocal holding_route
         try:
             runner = FrontendBridge(bridge, session, cache, served)
             with marshal_scope(session.session_id), using_frontend_runner(runner):
@@ -326,22 +327,15 @@ async def _gateway_build(
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)
-            if targets or cache.layout is not None:
-                await session.exports.claim(targets, cache.layout)
-                holding_route = True
             put_image_config(pb_result, request.exports, message.exporters)
             await bridge.return_result(pb_result)
         except Exception as e:
             errors.append(e)
             tg.cancel_scope.cancel()  # cancelling Control.Solve cancels the build
 
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(control_solve)
-            tg.start_soon(bridge_side)
-    finally:
-        if holding_route:
-            session.exports.release()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(control_solve)
+        tg.start_soon(bridge_side)
     if errors:
         raise errors[0]
     if not responses:

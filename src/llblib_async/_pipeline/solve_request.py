@@ -50,6 +50,7 @@ def solve_request(
         exporters=exporters,
         entitlements=list(request.entitlements),
         frontend_attrs=dict(request.frontend_attrs),
+        internal=not request.record_history,
     )
     if cache.exports or cache.imports:
         message.cache = control.CacheOptions(exports=cache.exports, imports=cache.imports)

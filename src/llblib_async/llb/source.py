@@ -366,6 +366,11 @@ def local(
     progress name (``name`` is already the source name here); ``constraints``
     adds any other per-op :class:`~llblib_async.llb.Constraints`.
 
+    ``track_content`` defaults to false here and to true in
+    :meth:`Solver.local <llblib_async.Solver.local>`, on purpose: ``llb.local`` makes
+    the op bytes of Go's ``llb.Local`` (checked against the Go oracle) and does no I/O
+    while a graph is built, while ``Solver.local`` is Go llblib's ``Solver.Local``,
+    which derives its id from the content. Pass it explicitly to choose.
     ``track_content=True`` derives the source from the directory's current content
     (:func:`local_content_digest`, computed now, one ``lstat`` per entry): BuildKit
     keys a local source only by session, name and filter patterns, so within one
