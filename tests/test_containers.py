@@ -512,3 +512,15 @@ async def test_on_error_debugs_a_failing_dockerfile_run(
     assert err.exit_code == 6
     (run,) = err.debug
     assert run.stdout == b"data\npartial\n/app\n"
+
+
+async def test_client_solve_takes_on_error_too(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    """What a CLI's ``--debug-on-error`` passes: ``client.solve(..., on_error=OnError(...))``."""
+    failing = _rootfs(buildkit_busybox_rootfs).run(["/bin/sh", "-c", "echo seen > /s; exit 2"]).root
+    async with llblib_async.connect(buildkit_daemon.address) as client:
+        result = await client.solve(failing, on_error=OnError(commands=["cat /s"], drop_error=True))
+    assert result.error is not None
+    assert result.error.exit_code == 2
+    assert result.debug[0].stdout == b"seen\n"
