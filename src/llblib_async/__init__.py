@@ -29,6 +29,8 @@ from .errors import (
     BaseImageError,
     BuildKitError,
     ConnectionLostError,
+    ContainerError,
+    ContainerExitError,
     DaemonError,
     DaemonUnreachableError,
     DockerfileError,
@@ -67,8 +69,9 @@ from .frontend_queries import (
     outline,
     targets,
 )
-from .gateway import FileStat, Result
+from .gateway import Container, ContainerOptions, FileStat, OnError, Process, Result
 from .gateway_resolver import GatewayResolver
+from .process_result import ProcessResult
 from .progress import (
     NullProgress,
     PlainProgress,
@@ -102,6 +105,10 @@ __all__ = [
     "CacheImport",
     "Client",
     "ConnectionLostError",
+    "Container",
+    "ContainerError",
+    "ContainerExitError",
+    "ContainerOptions",
     "DaemonError",
     "DaemonUnreachableError",
     "Descriptor",
@@ -123,10 +130,13 @@ __all__ = [
     "NullProgress",
     "OCIExport",
     "OCILayoutExport",
+    "OnError",
     "Outline",
     "OutlineItem",
     "PatternError",
     "PlainProgress",
+    "Process",
+    "ProcessResult",
     "ProgressSink",
     "RecordingProgress",
     "RegistryError",

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from grpclib.const import Status
 
+from .process_result import ProcessResult
+
 
 class BuildKitError(Exception):
     """Base class of every llblib-async error."""
@@ -123,7 +125,12 @@ class SolveError(BuildKitError):
     or the frontend's error points at; ``str()`` shows them as ``docker build`` does.
     ``frontend`` names the frontend that failed (``dockerfile.v0``), ``stack`` holds
     the daemon's Go stack frames (``function (file:line)``), for bug reports.
+    ``debug`` holds what the request's ``on_error=`` commands gave (one
+    :class:`~llblib_async.ProcessResult` per command, run in the failed step's
+    container); it is empty without ``on_error`` or when the failed op was no exec.
     """
+
+    debug: tuple[ProcessResult, ...] = ()
 
     def __init__(
         self,
@@ -153,6 +160,42 @@ class SolveError(BuildKitError):
         self.sources = tuple(sources)
         self.frontend = frontend
         self.stack = tuple(stack)
+
+
+class ContainerExitError(BuildKitError):
+    """A process in a container on the build worker exited with a non-zero status.
+
+    ``exit_code`` is its status, ``command`` its command line, ``result`` the whole
+    :class:`~llblib_async.ProcessResult` (captured output included); the message
+    ends with the tail of its output.
+    """
+
+    def __init__(self, result: ProcessResult) -> None:
+        text = f"process {list(result.args)!r} exited with code {result.exit_code}"
+        if result.error and not result.error.startswith("exit code:"):
+            text += f" ({result.error})"
+        tail = result.output_tail()
+        if tail:
+            text += "\n" + tail
+        super().__init__(text)
+        self.result = result
+        self.exit_code = result.exit_code
+        self.command = result.args
+
+    @property
+    def output(self) -> str:
+        """The tail of the process's captured output."""
+        return self.result.output_tail()
+
+
+class ContainerError(BuildKitError, ValueError):
+    """A container option is unusable (``option`` names it, ``value`` is what was given)."""
+
+    def __init__(self, option: str, value: object, reason: str) -> None:
+        super().__init__(f"container option {option}={value!r}: {reason}")
+        self.option = option
+        self.value = value
+        self.reason = reason
 
 
 class UploadError(SolveError):

@@ -17,10 +17,13 @@ from typing import Any, TypedDict, Unpack
 
 from . import llb
 from .cache import CacheExport, CacheImport
-from .errors import ExportError
+from .errors import ExportError, SolveError
 from .exporters import Export, ImageExport
+from .gateway.on_error import OnError
+from .gateway.options import ContainerOptions
 from .gateway.result import Result
 from .llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
+from .process_result import ProcessResult
 
 __all__ = [
     "RESPONSE_IMAGE_CONFIG_KEY",
@@ -57,7 +60,9 @@ class RequestOptions(TypedDict, total=False):
     (``SolveRequest.internal``), which spares the daemon writing the record after the
     build: about 0.1 s per request on an idle test machine (more under load), written
     one after the other when many requests end together (``nox -s bench -- downloads
-    --no-history`` compares).
+    --no-history`` compares); ``on_error`` (an :class:`~llblib_async.OnError`) debugs a
+    failed exec in a container on the failed step's filesystem before the error is
+    raised (it makes the solve ``evaluate``, so failures surface in the request).
     """
 
     label: str
@@ -69,6 +74,7 @@ class RequestOptions(TypedDict, total=False):
     cache_exports: Iterable[CacheExport]
     cache_imports: Iterable[CacheImport]
     record_history: bool
+    on_error: OnError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,9 @@ class Request:
 
     Exactly one of ``state`` and ``definition`` is given; the other fields are the
     :class:`RequestOptions` it was made with (``result_handlers`` from ``on_result``).
-    Make one with :meth:`of` or ``Solver.build``.
+    Make one with :meth:`of` or ``Solver.build``. A *container request*
+    (``Solver.container``) has ``container`` set: ``state`` is the container's root,
+    and running it runs the container instead of building the State.
     """
 
     state: llb.State | None = None
@@ -91,6 +99,8 @@ class Request:
     cache_exports: tuple[CacheExport, ...] = ()
     cache_imports: tuple[CacheImport, ...] = ()
     record_history: bool = True
+    on_error: OnError | None = None
+    container: ContainerOptions | None = None
 
     def __post_init__(self) -> None:
         if (self.state is None) == (self.definition is None):
@@ -101,6 +111,10 @@ class Request:
         object.__setattr__(self, "frontend_attrs", MappingProxyType(dict(self.frontend_attrs)))
         object.__setattr__(self, "cache_exports", tuple(self.cache_exports))
         object.__setattr__(self, "cache_imports", tuple(self.cache_imports))
+        if self.on_error is not None and not isinstance(self.on_error, OnError):
+            raise TypeError(f"on_error must be an llblib_async.OnError, not {self.on_error!r}")
+        if self.container is not None and self.state is None:
+            raise TypeError("a container request needs its root State (state=)")
 
     @classmethod
     def of(cls, target: llb.State | llb.Definition, **options: Unpack[RequestOptions]) -> Request:
@@ -121,17 +135,20 @@ class Request:
             cache_exports=tuple(options.get("cache_exports", ())),
             cache_imports=tuple(options.get("cache_imports", ())),
             record_history=options.get("record_history", True),
+            on_error=options.get("on_error"),
         )
 
     @property
     def image_config(self) -> llb.ImageConfig | None:
-        """The State's image config (``None`` for a Definition or a State without one).
+        """The State's image config (``None`` for a Definition, a State without one, a container).
 
         A bare ``llb.image`` State has a config that is only a pending base
         (:attr:`llb.ImageConfig.is_bare_base`): that is ``None`` here too, as it has
         nothing of its own. A config with a pending base is returned unmerged; the
         pipeline merges it onto the base's config when :attr:`pending_base_config` says so.
         """
+        if self.container is not None:
+            return None
         config = self.state.image_config if self.state is not None else None
         return None if config is None or config.is_bare_base else config
 
@@ -159,6 +176,8 @@ class Request:
         if self.definition is not None:
             return self.definition
         assert self.state is not None
+        if self.container is not None:
+            return await llb.marshal_async(self.container.exec_state(self.state))
         return await llb.marshal_async(self.state)
 
 
@@ -211,13 +230,21 @@ class SolveResult:
     ``pushed_names`` and ``outputs`` come from the request: the names its
     :class:`~llblib_async.ImageExport` exporters pushed (the daemon does not say which
     names were pushed) and the client-side files and directories its exports wrote.
-    (Deviation from Go llblib, which answers only the raw map.)
+    (Deviation from Go llblib, which answers only the raw map.) A container request's
+    process is ``container``, and ``mounts`` holds a State of each of its
+    ``keep_mounts`` (a local copy). With ``on_error=OnError(..., drop_error=True)``, a
+    failed build succeeds with its error in ``error`` and the results of the
+    ``OnError`` commands in ``debug``.
     """
 
     ref: str
     exporter_response: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     pushed_names: tuple[str, ...] = ()
     outputs: tuple[Path, ...] = ()
+    container: ProcessResult | None = None
+    mounts: Mapping[str, llb.State] = field(default_factory=lambda: MappingProxyType({}))
+    debug: tuple[ProcessResult, ...] = ()
+    error: SolveError | None = None
 
     @property
     def image_digest(self) -> str | None:

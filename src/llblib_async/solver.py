@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Unpack
@@ -28,6 +28,7 @@ from .attachables.attachable import Attachable
 from .attachables.filesync import add_dir
 from .client import Client
 from .errors import LateAttachableError, LocalDirError
+from .gateway.options import ContainerOptions
 from .progress import ProgressSink
 from .request import Request, RequestOptions
 from .session import Session, open_session
@@ -161,6 +162,38 @@ class Solver:
             for name, path in target.locals.items():
                 self.add_local(name, path)
         return Request.of(target, **options)
+
+    def container(
+        self,
+        root: llb.State,
+        args: str | Sequence[str] | None = None,
+        *,
+        label: str = "",
+        entitlements: Iterable[str] = (),
+        options: ContainerOptions | None = None,
+        **container_options: Any,
+    ) -> Request:
+        """A request that runs a container on the build worker (Go llblib's ``Solver.Container``).
+
+        The container's root filesystem is ``root`` (solved first) and its process
+        ``args``; the other keywords are :class:`~llblib_async.ContainerOptions`
+        (``env``, ``cwd``, ``user``, ``mounts``, ``network``, ``stdin``, ``stdout``,
+        ``terminal``, ``setup``, ``teardown``, ``check``...), or pass ``options=``.
+        ``session.do(request)`` runs it and answers a
+        :class:`~llblib_async.SolveResult` whose ``container`` is the process's
+        :class:`~llblib_async.ProcessResult`; a non-zero exit raises
+        :class:`~llblib_async.ContainerExitError` unless ``check=False``.
+        ``entitlements`` (e.g. ``security.insecure``) are the request's.
+
+        Deviations from Go: the request exports nothing (as in Go) and says so by
+        taking no ``exports``; the command defaults to ``root``'s ``with_args``, else
+        ``/bin/sh``; options are applied once.
+        """
+        if options is None:
+            options = ContainerOptions(args=args, **container_options)
+        elif args is not None or container_options:
+            raise TypeError("pass either options= or container keywords, not both")
+        return Request(state=root, container=options, label=label, entitlements=tuple(entitlements))
 
     @contextlib.asynccontextmanager
     async def session(

@@ -32,11 +32,24 @@ Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
 
 A result handler's own exception is raised unchanged (not wrapped in an
 ``ExceptionGroup``); so is cancellation of the caller.
+
+Two more kinds of request take the same way:
+
+* a *container request* (``request.container``): instead of solving a result, the
+  bridge side runs the container (:meth:`~llblib_async.gateway.bridge.Bridge.run_container`:
+  its mounts solved, ``NewContainer``, the process, ``ReleaseContainer``) and returns an
+  empty result; the process's :class:`~llblib_async.ProcessResult` is the answer's
+  ``container``;
+* ``request.on_error``: a failed ``LLBBridge.Solve`` whose error names the failed exec
+  (``errdefs.Solve``) opens the ``OnError`` container(s) on the failed step's mounts
+  (:mod:`llblib_async.gateway.on_error`) before the error is raised -- with the results
+  on ``SolveError.debug`` -- or, with ``drop_error``, returned on the answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +66,9 @@ from .._wire.grpc_errors import TRANSLATED_ERRORS, translating_errors
 from ..attachables.content_store import ContentStore
 from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
-from ..errors import BaseImageError, BuildKitError, ConnectionLostError
+from ..errors import BaseImageError, BuildKitError, ConnectionLostError, SolveError
 from ..gateway.bridge import Bridge
+from ..gateway.on_error import debug_failed_step, failed_step
 from ..llb.base_config import using_base_resolver
 from ..llb.frontend import (
     FrontendRequest,
@@ -65,6 +79,7 @@ from ..llb.frontend import (
 )
 from ..llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 from ..llb.marshal import marshal_scope
+from ..process_result import ProcessResult
 from ..progress import ProgressSink, StatusUpdate
 from ..request import RESPONSE_IMAGE_CONFIG_KEY, Request, SolveResult
 from .cache_plan import CachePlan, plan_cache
@@ -184,17 +199,29 @@ async def run_request(
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, config.to_json().decode())
     elif served.image_config:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
-    return SolveResult.of(request, ref, exporter_response)
+    dropped = log.enrich(served.error) if served.error is not None else None
+    return dataclasses.replace(
+        SolveResult.of(request, ref, exporter_response),
+        container=served.container,
+        mounts=MappingProxyType(served.mounts),
+        debug=served.debug,
+        error=dropped if isinstance(dropped, SolveError) else None,
+    )
 
 
 @dataclass(slots=True)
 class _Served:
     """What the client half of a build learnt: the locals it served, the result's image
-    config, the State's config merged onto its base image's."""
+    config, the State's config merged onto its base image's; a container request's
+    process and kept mounts; an error ``OnError`` dropped and what its commands gave."""
 
     locals: list[str] = field(default_factory=list)
     image_config: bytes = b""
     merged_config: llb.ImageConfig | None = None
+    container: ProcessResult | None = None
+    mounts: dict[str, llb.State] = field(default_factory=dict)
+    debug: tuple[ProcessResult, ...] = ()
+    error: SolveError | None = None
 
 
 class FrontendBridge:
@@ -271,9 +298,9 @@ async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePl
         return await runner.solve(await spec.request(), evaluate=True)
     definition = await request.marshal()
     runner.serve(definition.locals)
-    return await runner._bridge.solve(
-        definition.to_pb(), evaluate=request.evaluate, cache_imports=cache.imports
-    )
+    # OnError needs the failure here, in the build, not at the first read of the result.
+    evaluate = request.evaluate or request.on_error is not None
+    return await runner._bridge.solve(definition.to_pb(), evaluate=evaluate, cache_imports=cache.imports)
 
 
 def _base_resolution(session: SessionServices) -> contextlib.AbstractContextManager[object]:
@@ -323,10 +350,22 @@ async def _gateway_build(
                 using_frontend_runner(runner),
                 _base_resolution(session),
             ):
-                pb_result = await target(runner, request, cache)
-                if pending is not None:
+                if request.container is not None:
+                    definition = await request.marshal()
+                    runner.serve(definition.locals)
+                    served.container, served.mounts = await bridge.run_container(
+                        definition.to_pb(), request.container
+                    )
+                    await bridge.return_result(gw.Result())
+                    return
+                solved = await _solve_or_debug(target, runner, request, cache, served)
+                if solved is not None and pending is not None:
                     # In this build: the session's GatewayResolver asks through its bridge.
                     served.merged_config = await _merge_base(pending, session)
+            if solved is None:  # failed, debugged, error dropped
+                await bridge.return_result(gw.Result())
+                return
+            pb_result = solved
             served.image_config = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
@@ -345,3 +384,31 @@ async def _gateway_build(
     if not responses:
         raise ConnectionLostError(address, "Solve ended without a response")
     return responses[0]
+
+
+async def _solve_or_debug(
+    target: SolveTarget, runner: FrontendBridge, request: Request, cache: CachePlan, served: _Served
+) -> gw.Result | None:
+    """Solve ``target``; a failure goes through ``request.on_error`` first.
+
+    The failed exec is read from the error alone (its ``errdefs.Solve`` detail), so it
+    does not matter what made it: the request's graph, however deep, or a frontend
+    (a Dockerfile ``RUN``). ``None`` means the build failed and ``OnError.drop_error``
+    dropped the error (kept on ``served``).
+    """
+    on_error = request.on_error
+    try:
+        return await target(runner, request, cache)
+    except SolveError as err:
+        spec = failed_step(err) if on_error is not None else None
+        if on_error is None or spec is None:
+            raise
+        try:
+            err.debug = await debug_failed_step(runner.bridge.container, spec, on_error)
+        except BuildKitError as debug_err:
+            err.add_note(f"on_error could not debug the failed step: {debug_err}")
+            raise err from err.__cause__
+        if not on_error.drop_error:
+            raise
+        served.error, served.debug = err, err.debug
+        return None
