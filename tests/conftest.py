@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from user_programs import run_python
 
 from llblib_async.testing import Registry
 from llblib_async.testing.images import PushedImage
 
 pytest_plugins = ["llblib_async.testing.plugin"]
-
-#: How long one example or docs program may run (guards against hangs only).
-PROGRAM_TIMEOUT = 240.0
 
 RunProgram = Callable[[Path, Path], subprocess.CompletedProcess[str]]
 
@@ -44,22 +41,6 @@ def run_program(program_env: dict[str, str]) -> RunProgram:
     tty) in ``cwd``; fail with its output unless it exits 0."""
 
     def run(program: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, str(program)],
-            cwd=cwd,
-            env=program_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PROGRAM_TIMEOUT,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.fail(
-                f"{program} exited with {proc.returncode}\n"
-                f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}",
-                pytrace=False,
-            )
-        return proc
+        return run_python(program, env=program_env, cwd=cwd)
 
     return run

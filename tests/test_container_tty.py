@@ -7,6 +7,7 @@ it sees exactly what a user at a terminal would. The test types on the master si
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -17,6 +18,7 @@ import sys
 import termios
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,18 +120,26 @@ class Terminal:
         return termios.tcgetattr(self.slave)
 
 
-def _child(tmp_path: Path, address: str, rootfs: Path) -> Terminal:
+@contextlib.contextmanager
+def _child(tmp_path: Path, address: str, rootfs: Path) -> Iterator[Terminal]:
+    """The child program on a fresh pty, closed on leaving: waited for (its exit code is then
+    ``term.proc.returncode``), or killed when the test failed, so no child outlives it."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    return Terminal([sys.executable, str(script), address, str(rootfs)])
+    term = Terminal([sys.executable, str(script), address, str(rootfs)])
+    try:
+        yield term
+    except BaseException:
+        term.close(kill=True)
+        raise
+    term.close()
 
 
 @pytest.mark.timeout(300)
 def test_interactive_on_error_shell_through_a_pty(
     tmp_path: Path, buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
-    term = _child(tmp_path, buildkit_daemon.address, buildkit_busybox_rootfs)
-    try:
+    with _child(tmp_path, buildkit_daemon.address, buildkit_busybox_rootfs) as term:
         term.expect(r"\[display paused\]")
         term.expect(r"/ # ")  # the shell's prompt, in the failed step's filesystem
         assert term.modes_now() != term.modes_before  # raw while the shell has the terminal
@@ -155,11 +165,7 @@ def test_interactive_on_error_shell_through_a_pty(
         term.type("exit 7\r")
         term.expect(r"\[display resumed\]")
         term.expect(r"RESULT build=5 shell=7")
-    except BaseException:
-        term.close(kill=True)
-        raise
-    code = term.close()
-    assert code == 0
+    assert term.proc.returncode == 0
     assert term.modes_after == term.modes_before
 
 
@@ -167,16 +173,11 @@ def test_interactive_on_error_shell_through_a_pty(
 def test_terminal_restored_when_the_daemon_dies_mid_session(
     tmp_path: Path, buildkit_fresh_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
-    term = _child(tmp_path, buildkit_fresh_daemon.address, buildkit_busybox_rootfs)
-    try:
+    with _child(tmp_path, buildkit_fresh_daemon.address, buildkit_busybox_rootfs) as term:
         term.expect(r"/ # ")
         term.type("echo al''ive\r")
         term.expect(r"alive")
         buildkit_fresh_daemon.kill()
         term.expect(r"(RESULT build=5 shell=None|FAILED \w+)")
-    except BaseException:
-        term.close(kill=True)
-        raise
-    code = term.close()
-    assert code == 0
+    assert term.proc.returncode == 0
     assert term.modes_after == term.modes_before

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from host_processes import processes_with, until
 
 import llblib_async
 from llblib_async import (
@@ -330,29 +330,6 @@ async def test_secret_and_forwarded_socket_mounts_and_file_object_streams(
     assert result.container.stdout == b""  # it went to the file object
 
 
-def _processes_with(marker: str) -> list[int]:
-    """Pids of host processes whose command line contains ``marker`` (containers included)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-async def _until(condition: Callable[[], object]) -> None:
-    """Poll ``condition`` until it holds: the host's process table has no event to wait on."""
-    async with asyncio.timeout(120):  # a guard against a hang, not a speed limit
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.1)
-
-
 async def test_cancelling_a_container_request_releases_the_container(
     buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:
@@ -377,11 +354,15 @@ async def test_cancelling_a_container_request_releases_the_container(
         task = asyncio.create_task(session.do(request))
         async with asyncio.timeout(120):  # a hang guard
             await started.wait()
-        await _until(lambda: _processes_with(marker))
+        await until(lambda: processes_with(marker), "the container's process should be running", timeout=120)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await _until(lambda: not _processes_with(marker))
+        await until(
+            lambda: not processes_with(marker),
+            "the cancelled container's process should be gone",
+            timeout=120,
+        )
         # The session goes on.
         after = await session.do(solver.container(_rootfs(buildkit_busybox_rootfs), ["echo", "next"]))
     assert torn_down == [None]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from user_programs import run_python
 
 from llblib_async.testing import BuildkitDaemon, Registry
 from llblib_async.testing.images import PushedImage
@@ -16,17 +15,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _run(name: str, env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    return run_python(EXAMPLES / name, env={**os.environ, **env}, timeout=300).stdout
 
 
 def test_dockerfile_build_example(

@@ -7,13 +7,11 @@ to the digest that was resolved.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from pathlib import Path
 
 import pytest
-from test_exporters_registry import pull_manifest
+from test_exporters_registry import _basic, _write_docker_config, pull_manifest
 
 import llblib_async
 from llblib_async import DockerAuthProvider, llb
@@ -93,13 +91,6 @@ def _solver(*attachables: llblib_async.Attachable) -> Solver:
     return solver
 
 
-def _docker_config(directory: Path, host: str, user: str, password: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
-    return directory / "config.json"
-
-
 async def test_resolves_with_the_session_credentials(
     buildkit_daemon: BuildkitDaemon,
     buildkit_auth_registry: Registry,
@@ -108,7 +99,9 @@ async def test_resolves_with_the_session_credentials(
 ) -> None:
     assert buildkit_auth_registry.auth is not None
     user, password = buildkit_auth_registry.auth
-    config = _docker_config(tmp_path / "docker", buildkit_auth_registry.host, user, password)
+    config = _write_docker_config(
+        tmp_path / "docker", {"auths": {buildkit_auth_registry.host: {"auth": _basic(user, password)}}}
+    )
     ref = f"{buildkit_auth_registry.host}/private/base:v1"
     async with llblib_async.connect(buildkit_daemon.address) as client:
         async with _solver(DockerAuthProvider(config)).session(client) as session:

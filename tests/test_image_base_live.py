@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from test_exporters_registry import _get, pull_manifest
+from user_programs import run_python
 
 import llblib_async
 from llblib_async import llb
@@ -255,17 +254,7 @@ async def test_the_image_base_example_runs(
         "BASE_IMAGE": buildkit_busybox_image.ref,
         "REGISTRY": buildkit_registry.host,
     }
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(example)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = await asyncio.to_thread(run_python, example, env=env, timeout=300)
     assert f"inherited env: ['{BUSYBOX_PATH}', 'GREETING=hello']" in proc.stdout
     assert "inherited cmd: ['cat', '/hello.txt']" in proc.stdout
     assert 'opted-out config: {"Cmd": ["cat", "/hello.txt"]}' in proc.stdout
@@ -283,17 +272,7 @@ async def test_the_docs_example_runs(
     script = tmp_path / "docs_example.py"
     script.write_text(program)
     env = {**os.environ, "BUILDKIT_HOST": buildkit_daemon.address, "BASE_IMAGE": buildkit_busybox_image.ref}
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = await asyncio.to_thread(run_python, script, env=env, timeout=300)
     config = json.loads(proc.stdout)
     assert config["config"]["Env"] == [BUSYBOX_PATH, "GREETING=hi"]
     assert config["config"]["Cmd"] == ["cat", "/hi.txt"]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import tarfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import grpclib.server
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from host_processes import processes_with, until
 
 import llblib_async
 from llblib_async import Request, Result, SessionClosedError, Solver, llb
@@ -39,33 +38,6 @@ def _rootfs(busybox_rootfs: Path) -> llb.State:
 
 def _tasks() -> set[asyncio.Task[object]]:
     return set(asyncio.all_tasks())
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids of host processes whose command line contains ``marker`` (build containers included)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
-async def _until(condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` until it holds: the host's process table has no event to wait on."""
-    try:
-        async with asyncio.timeout(60):  # a guard against a hang, not a speed limit
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        pytest.fail(f"still not the case after 60 s: {what}")
 
 
 class _SleepStarted:
@@ -253,7 +225,7 @@ async def test_cancelling_one_request_cancels_its_build_only(
         slow_task = asyncio.create_task(session.do(slow))
         await asyncio.wait_for(watch.all_started.wait(), 60)
         # The vertex starts a little before its process does.
-        await _until(lambda: _processes_with(marker), "the exec should be running in the daemon")
+        await until(lambda: processes_with(marker), "the exec should be running in the daemon")
         quick_task = asyncio.create_task(session.do(quick))
         slow_task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -261,7 +233,7 @@ async def test_cancelling_one_request_cancels_its_build_only(
                 await slow_task
         await asyncio.wait_for(quick_task, 60)
         # The daemon cancelled the build: its container process goes away.
-        await _until(lambda: not _processes_with(marker), "the cancelled exec should be gone")
+        await until(lambda: not processes_with(marker), "the cancelled exec should be gone")
         assert not session._running
     assert (tmp_path / "q" / "q").exists()
     assert _tasks() <= before

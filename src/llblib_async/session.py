@@ -118,20 +118,7 @@ class Session:
         meanwhile. Cancelling the calling task cancels the build in the daemon; other
         requests and the session are not affected by either.
         """
-        if self._closing:
-            raise SessionClosedError("the session is closed")
-        self._handle.raise_if_closed()
-        scope = anyio.CancelScope()
-        done = anyio.Event()
-        self._running[scope] = done
-        try:
-            with scope:
-                return await self._handle.guard(lambda: run_request(request, self._services))
-        finally:
-            del self._running[scope]
-            done.set()
-        # Only reached when _close cancelled the scope.
-        raise SessionClosedError("the session was closed while the request ran")
+        return await self._run(lambda: run_request(request, self._services))
 
     @property
     def image_resolver(self) -> llb.CachingResolver:

@@ -59,18 +59,9 @@ class Bridge:
         evaluate: bool = False,
         cache_imports: Sequence[control.CacheOptionsEntry] = (),
     ) -> gw.Result:
-        request = gw.SolveRequest(
-            definition=definition,
-            allow_result_return=True,
-            allow_result_array_ref=True,
-            evaluate=evaluate,
-            cache_imports=[gw.CacheOptionsEntry(type=c.type, attrs=dict(c.attrs)) for c in cache_imports],
+        return await self._solve(
+            gw.SolveRequest(definition=definition), evaluate=evaluate, cache_imports=cache_imports
         )
-        with translating_errors("LLBBridge.Solve", self.address):
-            response = await self._stub.solve(request)
-        if response.result is None:
-            return gw.Result()
-        return response.result
 
     async def solve_frontend(
         self,
@@ -86,15 +77,31 @@ class Bridge:
         A failure is a :class:`~llblib_async.errors.SolveError` whose ``__cause__`` keeps
         the daemon's error details (source ranges, failed op) for the pipeline to read.
         """
-        request = gw.SolveRequest(
-            frontend=frontend,
-            frontend_opt=dict(opts),
-            frontend_inputs=dict(inputs),
-            allow_result_return=True,
-            allow_result_array_ref=True,
+        return await self._solve(
+            gw.SolveRequest(frontend=frontend, frontend_opt=dict(opts), frontend_inputs=dict(inputs)),
             evaluate=evaluate,
-            cache_imports=[gw.CacheOptionsEntry(type=c.type, attrs=dict(c.attrs)) for c in cache_imports],
+            cache_imports=cache_imports,
         )
+
+    async def _solve(
+        self,
+        request: gw.SolveRequest,
+        *,
+        evaluate: bool,
+        cache_imports: Sequence[control.CacheOptionsEntry],
+    ) -> gw.Result:
+        """``LLBBridge.Solve`` of ``request``, which names what to build (a definition or a frontend).
+
+        Both kinds of target are solved alike: the result comes back to this client (an
+        array of refs too, for a multi-platform build) and ``cache_imports`` are offered to
+        the daemon; a result the daemon leaves out is the empty one.
+        """
+        request.allow_result_return = True
+        request.allow_result_array_ref = True
+        request.evaluate = evaluate
+        request.cache_imports = [
+            gw.CacheOptionsEntry(type=e.type, attrs=dict(e.attrs)) for e in cache_imports
+        ]
         with translating_errors("LLBBridge.Solve", self.address):
             response = await self._stub.solve(request)
         if response.result is None:

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -170,12 +170,64 @@ def _run_go(
     return proc.stdout.decode()
 
 
-def _build(version: str, target: Path) -> None:
-    go = _find_go()
+def _module_source(go: str, module: str, *, what: str, staging: Path, build_log: Path) -> Path:
+    """The source directory of ``module`` (``path@version``), downloaded by ``go mod download``."""
+    info = json.loads(
+        _run_go(
+            go,
+            ["mod", "download", "-json", module],
+            cwd=staging,
+            log_path=build_log,
+            timeout=BUILD_TIMEOUT,
+        )
+    )
+    source = info.get("Dir")
+    if not source:
+        raise PrerequisiteError(f"`go mod download` gave no source directory for {what}: {info}")
+    return Path(source)
+
+
+@contextlib.contextmanager
+def _staging_beside(target: Path) -> Iterator[Path]:
+    """A scratch directory for building ``target``, removed afterwards whatever happens.
+
+    It sits next to ``target`` (same filesystem) so that :func:`_move_into_place` is one
+    rename, and is named after it so that a crashed build's leftovers are recognisable.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    build_log = staging / "build.log"
     try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(built: Path, target: Path) -> None:
+    """Make the finished build ``built`` the cache ``target``, which is never seen half-written."""
+    if target.exists():  # an incomplete cache from an older, non-atomic build
+        shutil.rmtree(target)
+    built.rename(target)  # atomic: the cache is either complete or absent
+
+
+def _build_once(target: Path, is_built: Callable[[], bool], build: Callable[[], None]) -> None:
+    """Run ``build`` unless ``is_built()``, under a lock beside ``target``: processes that
+    want the same cache at once (pytest-xdist workers, parallel runs) build it once."""
+    if not is_built():
+        with _locked(target.parent / f".{target.name}.lock"):
+            if not is_built():  # another process may have built it while we waited
+                build()
+
+
+def _check_release_version(version: str, project: str, example: str) -> None:
+    # The version goes into a module path and a cache directory name: nothing else passes.
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"not a {project} release version: {version!r} (expected e.g. {example!r})")
+
+
+def _build(version: str, target: Path) -> None:
+    go = _find_go()
+    with _staging_beside(target) as staging:
+        build_log = staging / "build.log"
         out_dir = staging / "bin"
         out_dir.mkdir()
         started = time.monotonic()
@@ -183,18 +235,9 @@ def _build(version: str, target: Path) -> None:
             f"building buildkitd/buildctl {version} from the Go module proxy into {target} "
             "(minutes on a cold Go cache)"
         )
-        info = json.loads(
-            _run_go(
-                go,
-                ["mod", "download", "-json", f"{BUILDKIT_MODULE}@{version}"],
-                cwd=staging,
-                log_path=build_log,
-                timeout=BUILD_TIMEOUT,
-            )
+        source = _module_source(
+            go, f"{BUILDKIT_MODULE}@{version}", what=version, staging=staging, build_log=build_log
         )
-        source = info.get("Dir")
-        if not source:
-            raise PrerequisiteError(f"`go mod download` gave no source directory for {version}: {info}")
         ldflags = f"-X {BUILDKIT_MODULE}/version.Version={version}"
         _run_go(
             go,
@@ -208,7 +251,7 @@ def _build(version: str, target: Path) -> None:
                 "./cmd/buildkitd",
                 "./cmd/buildctl",
             ],
-            cwd=Path(source),
+            cwd=source,
             log_path=build_log,
             timeout=BUILD_TIMEOUT,
         )
@@ -216,12 +259,8 @@ def _build(version: str, target: Path) -> None:
             raise PrerequisiteError(
                 f"go build succeeded but left no buildkitd/buildctl; log:\n{log_tail(build_log)}"
             )
-        if target.exists():  # an incomplete cache from an older, non-atomic build
-            shutil.rmtree(target)
-        out_dir.rename(target)  # atomic: the cache is either complete or absent
+        _move_into_place(out_dir, target)
         _say(f"built BuildKit {version} in {time.monotonic() - started:.0f}s")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_buildkit_binaries(version: str | None = None, cache_dir: Path | None = None) -> BuildkitBinaries:
@@ -232,13 +271,9 @@ def ensure_buildkit_binaries(version: str | None = None, cache_dir: Path | None 
     when Go is missing or the build fails (with the build log's tail).
     """
     version = version or default_buildkit_version()
-    if not _VERSION_RE.match(version):
-        raise ValueError(f"not a BuildKit release version: {version!r} (expected e.g. {BUILDKIT_VERSION!r})")
+    _check_release_version(version, "BuildKit", BUILDKIT_VERSION)
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir(version)
-    if not _complete(target):
-        with _locked(target.parent / f".{target.name}.lock"):
-            if not _complete(target):  # another process may have built it while we waited
-                _build(version, target)
+    _build_once(target, lambda: _complete(target), lambda: _build(version, target))
     return BuildkitBinaries(version=version, buildkitd=target / "buildkitd", buildctl=target / "buildctl")
 
 
@@ -258,24 +293,13 @@ def _build_frontend(version: str, target: Path) -> None:
     runs alone in a ``FROM scratch`` image.
     """
     go = _find_go()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    build_log = staging / "build.log"
-    try:
+    with _staging_beside(target) as staging:
+        build_log = staging / "build.log"
         out_dir = staging / "frontend"
         out_dir.mkdir()
-        info = json.loads(
-            _run_go(
-                go,
-                ["mod", "download", "-json", f"{BUILDKIT_MODULE}@{version}"],
-                cwd=staging,
-                log_path=build_log,
-                timeout=BUILD_TIMEOUT,
-            )
+        source = _module_source(
+            go, f"{BUILDKIT_MODULE}@{version}", what=version, staging=staging, build_log=build_log
         )
-        source = info.get("Dir")
-        if not source:
-            raise PrerequisiteError(f"`go mod download` gave no source directory for {version}: {info}")
         _run_go(
             go,
             [
@@ -289,18 +313,14 @@ def _build_frontend(version: str, target: Path) -> None:
                 str(out_dir / "dockerfile-frontend"),
                 DOCKERFILE_FRONTEND_PACKAGE,
             ],
-            cwd=Path(source),
+            cwd=source,
             log_path=build_log,
             timeout=BUILD_TIMEOUT,
             env={**os.environ, "CGO_ENABLED": "0"},
         )
         if not os.access(out_dir / "dockerfile-frontend", os.X_OK):
             raise PrerequisiteError(f"go build left no dockerfile-frontend; log:\n{log_tail(build_log)}")
-        if target.exists():
-            shutil.rmtree(target)
-        out_dir.rename(target)  # atomic: the cache is either complete or absent
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _move_into_place(out_dir, target)
 
 
 def ensure_dockerfile_frontend(version: str | None = None, cache_dir: Path | None = None) -> Path:
@@ -311,14 +331,10 @@ def ensure_dockerfile_frontend(version: str | None = None, cache_dir: Path | Non
     :class:`~llblib_async.testing.PrerequisiteError` when Go is missing or the build fails.
     """
     version = version or default_buildkit_version()
-    if not _VERSION_RE.match(version):
-        raise ValueError(f"not a BuildKit release version: {version!r} (expected e.g. {BUILDKIT_VERSION!r})")
+    _check_release_version(version, "BuildKit", BUILDKIT_VERSION)
     target = Path(cache_dir) if cache_dir is not None else default_frontend_dir(version)
     binary = target / "dockerfile-frontend"
-    if not os.access(binary, os.X_OK):
-        with _locked(target.parent / f".{target.name}.lock"):
-            if not os.access(binary, os.X_OK):
-                _build_frontend(version, target)
+    _build_once(target, lambda: os.access(binary, os.X_OK), lambda: _build_frontend(version, target))
     return binary
 
 
@@ -423,24 +439,13 @@ def _seccomp_build_env(
 
 def _build_runc(version: str, target: Path, missing: Path, libseccomp_dirs: tuple[str, ...] | None) -> None:
     go = _find_go()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    build_log = staging / "build.log"
-    try:
+    with _staging_beside(target) as staging:
+        build_log = staging / "build.log"
         started = time.monotonic()
         _say(f"no runc at {missing}: building runc {version} from the Go module proxy into {target}")
-        info = json.loads(
-            _run_go(
-                go,
-                ["mod", "download", "-json", f"{RUNC_MODULE}@{version}"],
-                cwd=staging,
-                log_path=build_log,
-                timeout=BUILD_TIMEOUT,
-            )
+        source = _module_source(
+            go, f"{RUNC_MODULE}@{version}", what=f"runc {version}", staging=staging, build_log=build_log
         )
-        source = info.get("Dir")
-        if not source:
-            raise PrerequisiteError(f"`go mod download` gave no source directory for runc {version}: {info}")
         # runc's Makefile builds with `seccomp urfave_cli_no_docs libpathrs`; libpathrs needs a
         # Rust library nobody has, and is optional.  cgo is required (nsenter is C).
         env = {**os.environ, "CGO_ENABLED": "1"}
@@ -462,19 +467,15 @@ def _build_runc(version: str, target: Path, missing: Path, libseccomp_dirs: tupl
                 str(out / "runc"),
                 ".",
             ],
-            cwd=Path(source),
+            cwd=source,
             log_path=build_log,
             timeout=BUILD_TIMEOUT,
             env=env,
         )
         if not os.access(out / "runc", os.X_OK):
             raise PrerequisiteError(f"go build succeeded but left no runc; log:\n{log_tail(build_log)}")
-        if target.exists():
-            shutil.rmtree(target)
-        out.rename(target)  # atomic: the cache is either complete or absent
+        _move_into_place(out, target)
         _say(f"built runc {version} in {time.monotonic() - started:.0f}s")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_runc(
@@ -498,12 +499,12 @@ def ensure_runc(
     if os.access(candidate, os.X_OK) and candidate.is_file():
         return candidate
     version = version or RUNC_VERSION
-    if not _VERSION_RE.match(version):
-        raise ValueError(f"not a runc release version: {version!r} (expected e.g. {RUNC_VERSION!r})")
+    _check_release_version(version, "runc", RUNC_VERSION)
     target = Path(cache_dir) if cache_dir is not None else default_runc_cache_dir(version)
     runc = target / "runc"
-    if not os.access(runc, os.X_OK):
-        with _locked(target.parent / f".{target.name}.lock"):
-            if not os.access(runc, os.X_OK):
-                _build_runc(version, target, candidate, libseccomp_dirs)
+    _build_once(
+        target,
+        lambda: os.access(runc, os.X_OK),
+        lambda: _build_runc(version, target, candidate, libseccomp_dirs),
+    )
     return runc
