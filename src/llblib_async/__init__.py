@@ -33,6 +33,7 @@ from .errors import (
     ExportError,
     LocalDirError,
     PatternError,
+    ProgressModeError,
     RegistryError,
     SecretError,
     SessionClosedError,
@@ -55,9 +56,12 @@ from .gateway import FileStat, Result
 from .progress import (
     NullProgress,
     PlainProgress,
+    ProgressModel,
     ProgressSink,
+    RawJSONProgress,
     RecordingProgress,
     StatusUpdate,
+    open_progress,
 )
 from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
 from .session import Session
@@ -92,7 +96,10 @@ __all__ = [
     "OCILayoutExport",
     "PatternError",
     "PlainProgress",
+    "ProgressModeError",
+    "ProgressModel",
     "ProgressSink",
+    "RawJSONProgress",
     "RecordingProgress",
     "RegistryError",
     "Request",
@@ -120,4 +127,5 @@ __all__ = [
     "Worker",
     "connect",
     "llb",
+    "open_progress",
 ]

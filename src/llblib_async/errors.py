@@ -193,3 +193,15 @@ class RegistryError(BuildKitError):
         super().__init__(f"{ref}: {message}")
         self.ref = ref
         self.status = status
+
+
+class ProgressModeError(BuildKitError, ValueError):
+    """A progress display mode is unknown, or ``tty`` was asked for without a terminal.
+
+    ``mode`` is the mode given (from the argument or ``$BUILDKIT_PROGRESS``).
+    """
+
+    def __init__(self, mode: str, reason: str) -> None:
+        super().__init__(f"progress mode {mode!r}: {reason}")
+        self.mode = mode
+        self.reason = reason

@@ -16,6 +16,7 @@
 from .model import BuildWarning, LogChunk, SourceRange, StatusRow, StatusUpdate, VertexUpdate
 from .plain import PlainProgress
 from .rawjson import RawJSONProgress
+from .select import MODES, open_progress, resolve_mode
 from .sinks import NullProgress, ProgressSink, RecordingProgress, fan_out
 from .state import (
     Changes,
@@ -29,6 +30,7 @@ from .state import (
 )
 
 __all__ = [
+    "MODES",
     "BuildWarning",
     "Changes",
     "LogBuffer",
@@ -49,4 +51,6 @@ __all__ = [
     "VertexUpdate",
     "fan_out",
     "merge_intervals",
+    "open_progress",
+    "resolve_mode",
 ]
