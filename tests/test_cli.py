@@ -42,7 +42,8 @@ def scripts(tmp_path: Path) -> Path:
         "from llblib_async import llb\n"
         "def build_requests(solver):\n"
         "    base = llb.image(os.environ['BASE_IMAGE'])\n"
-        "    yield solver.build(base.run(\"sh -c 'echo hello from app'\", ignore_cache=True).root, label='app')\n"
+        "    app = base.run(\"sh -c 'echo hello from app'\", ignore_cache=True).root\n"
+        "    yield solver.build(app, label='app')\n"
         "    yield base.run(\"sh -c 'echo hello from tool >&2'\", ignore_cache=True).root\n"
     )
     (tmp_path / "fails.py").write_text(

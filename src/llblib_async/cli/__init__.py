@@ -189,12 +189,13 @@ def _daemon(args: argparse.Namespace) -> Exit:
     if args.action == "stop":
         print("stopped" if daemon_mod.stop() else "not running")
         return Exit.OK
-    state = daemon_mod.status()
-    if state is None:
+    running = daemon_mod.status()
+    if running is None:
         print("not running")
         return Exit.UNREACHABLE
     print(
-        f"running: {state.address} (buildkitd {state.version}, pid {state.daemon_pid}, log {state.log_path})"
+        f"running: {running.address} (buildkitd {running.version}, "
+        f"pid {running.daemon_pid}, log {running.log_path})"
     )
     return Exit.OK
 

@@ -45,7 +45,7 @@ async def load_requests(path: Path, solver: Solver, **options: Any) -> list[Requ
     Raises :class:`ScriptError` naming the script when it is missing, raises while being
     loaded, lacks ``build_requests``, or returns something other than requests and States.
     """
-    if not path.is_file():
+    if not path.is_file():  # noqa: ASYNC240 (one stat before running the script)
         raise ScriptError(f"{path}: no such build script")
     try:
         namespace = runpy.run_path(str(path), run_name=SCRIPT_NAME)
