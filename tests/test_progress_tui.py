@@ -20,7 +20,7 @@ from llblib_async.progress import (
     open_progress,
     resolve_mode,
 )
-from llblib_async.progress.tui import ErrorView, ProgressApp, RequestPane, TTYProgress
+from llblib_async.progress.tui import ErrorView, ProgressApp, RequestPane, TextView, TTYProgress
 from llblib_async.terminal import claim_terminal
 
 
@@ -37,11 +37,13 @@ def app_for(name: str, limit: int | None = None) -> ProgressApp:
 
 
 def labels(pane: RequestPane) -> list[str]:
-    tree = pane._tree
+    """The pane's step lines (``  ``-indented children under them), without the title."""
     out = []
-    for node in tree.root.children:
-        out.append(str(node.label))
-        out.extend("  " + str(c.label) for c in node.children)
+    for line in pane.text.plain.splitlines()[1:]:
+        if line.startswith("    "):
+            out.append("  " + line[6:])
+        else:
+            out.append(line[2:])
     return out
 
 
@@ -63,7 +65,7 @@ async def test_one_pane_per_request_and_shared_vertices_once() -> None:
         assert common_other == [f"{common_other[0]}"]
         assert f"(shared: see [{owner}])" in common_other[0]
         assert all("✔" in ln for ln in by_label["a"] if not ln.startswith("  "))
-        summary = app.query_one("#summary").render()
+        summary = app.query_one("#summary", TextView).text.plain
         assert "4/4 steps · 2 requests" in str(summary)
         assert not app.query_one(ErrorView).has_class("-shown")
 
@@ -74,12 +76,12 @@ async def test_error_view_shows_the_failed_steps_log() -> None:
         await pilot.pause()
         view = app.query_one(ErrorView)
         assert view.has_class("-shown")
-        text = str(view.render())
+        text = view.text.plain
         assert "✖ [build] make" in text
         assert "exit code: 3" in text
         assert "│ error: missing semicolon" in text
         assert "│ compiling" in text
-        assert "FAILED" in str(app.query_one(RequestPane)._title.render())
+        assert "FAILED" in app.query_one(RequestPane).text.plain.splitlines()[0]
 
 
 async def test_running_step_shows_its_live_log_and_transfers() -> None:

@@ -15,7 +15,9 @@
 //	go run . -mode tty -in FILE -total N     feed N messages (the stream repeated,
 //	                                         digests renamed per repetition) as fast
 //	                                         as the display takes them
-//	go run . -mode tty -in FILE -replay      feed at the recorded rate ("_t")
+//	go run . -mode tty -in FILE -replay      feed at the recorded rate ("_t"); with
+//	                                         -total N the stream is replayed again
+//	                                         after itself until N messages were fed
 //
 // The tty modes print one JSON line: messages, seconds, msgs_per_s, cpu_seconds, peak_rss_mib.
 package main
@@ -169,13 +171,14 @@ func main() {
 	ch := make(chan *client.SolveStatus, 16)
 	cpu0 := cpuSeconds()
 	start := time.Now()
+	span := msgs[len(msgs)-1].T + 0.1 // one replay of the stream, in seconds
 	go func() {
 		defer close(ch)
 		for i := 0; i < n; i++ {
 			rep, k := i/len(msgs), i%len(msgs)
 			m := &msgs[k].SolveStatus
 			if *replay {
-				at := start.Add(time.Duration(msgs[k].T * float64(time.Second)))
+				at := start.Add(time.Duration((float64(rep)*span + msgs[k].T) * float64(time.Second)))
 				time.Sleep(time.Until(at))
 			}
 			if rep > 0 {

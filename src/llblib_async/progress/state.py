@@ -50,6 +50,7 @@ __all__ = [
 LOG_CLIPPED_MARKER = b"[output clipped, log limit"
 
 _SEEN_LOGS = 256  # log chunks remembered per shared vertex
+_UNFINISHED = ("waiting", "running")
 
 Interval = tuple[datetime.datetime, datetime.datetime | None]
 
@@ -227,6 +228,7 @@ class VertexState:
     seen_logs: collections.OrderedDict[tuple[int, datetime.datetime | None, int, int], None] = field(
         default_factory=collections.OrderedDict
     )
+    _state: str = "waiting"
 
     @property
     def merged_intervals(self) -> list[Interval]:
@@ -245,6 +247,9 @@ class VertexState:
     @property
     def state(self) -> str:
         """``waiting``, ``running``, ``done``, ``cached``, ``error`` or ``canceled``."""
+        return self._state
+
+    def _compute_state(self) -> str:
         if not self.intervals:
             return "cached" if self.cached else "waiting"
         if self.completed is None:
@@ -272,10 +277,14 @@ class RequestState:
     warnings: list[BuildWarning] = field(default_factory=list)
     first_seen: datetime.datetime | None = None
 
-    def counts(self, model: ProgressModel) -> tuple[int, int]:
-        """``(finished, total)`` vertices of this request."""
-        states = [model.vertices[d].state for d in self.vertices]
-        return sum(s not in ("waiting", "running") for s in states), len(states)
+    #: vertices of this request that are running now / that ended with an error
+    running: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    finished: int = 0
+
+    def counts(self, model: ProgressModel | None = None) -> tuple[int, int]:
+        """``(finished, total)`` vertices of this request (kept up to date by ``apply``)."""
+        return self.finished, len(self.vertices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +311,10 @@ class ProgressModel:
         self.line_bytes = line_bytes
         self._started = 0
         self._dirty_vertices: set[str] = set()
+        #: digests of the vertices running now
+        self.running: set[str] = set()
+        self._failed: set[str] = set()
+        self._finished = 0
         self._dirty_requests: set[str] = set()
         self._messages_since = 0
         #: the log chunks of the last :meth:`apply` that were new (not a shared vertex's copy)
@@ -319,7 +332,38 @@ class ProgressModel:
             v.requests.append(request.label)
             request.vertices.append(digest)
             self._dirty_requests.add(request.label)
+            self._count(request, v.digest, "waiting", v.state)
         return v
+
+    def _count(self, req: RequestState, digest: str, old: str, new: str) -> None:
+        if old == new:
+            return
+        req.finished += (new not in _UNFINISHED) - (old not in _UNFINISHED)
+        if new == "running":
+            req.running.add(digest)
+        else:
+            req.running.discard(digest)
+        if new == "error":
+            req.failed.add(digest)
+        else:
+            req.failed.discard(digest)
+
+    def _transition(self, v: VertexState) -> None:
+        old, new = v._state, v._compute_state()
+        if old == new:
+            return
+        v._state = new
+        self._finished += (new not in _UNFINISHED) - (old not in _UNFINISHED)
+        if new == "running":
+            self.running.add(v.digest)
+        else:
+            self.running.discard(v.digest)
+        if new == "error":
+            self._failed.add(v.digest)
+        else:
+            self._failed.discard(v.digest)
+        for label in v.requests:
+            self._count(self.requests[label], v.digest, old, new)
 
     def request(self, label: str) -> RequestState:
         r = self.requests.get(label)
@@ -367,6 +411,7 @@ class ProgressModel:
             )
             if before != after:
                 changed.add(vu.digest)
+                self._transition(v)
         self.last_vertices = set(changed)
         for row in update.statuses:
             v = self._vertex(row.vertex, req)
@@ -416,12 +461,11 @@ class ProgressModel:
 
     def failed(self) -> list[VertexState]:
         """Vertices that ended with an error (cancellations left out), in start order."""
-        return [v for v in self.ordered() if v.state == "error"]
+        return sorted((self.vertices[d] for d in self._failed), key=lambda v: v.order)
 
     def counts(self) -> tuple[int, int]:
         """``(finished, total)`` over every vertex of every request."""
-        states = [v.state for v in self.vertices.values()]
-        return sum(s not in ("waiting", "running") for s in states), len(states)
+        return self._finished, len(self.vertices)
 
     def start_time(self) -> datetime.datetime | None:
         starts = [v.started for v in self.vertices.values() if v.started is not None]

@@ -36,9 +36,8 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Static, Tree
-from textual.widgets.tree import TreeNode
+from textual.containers import VerticalScroll
+from textual.widget import Widget
 
 from ..terminal import add_terminal_suspender
 from .model import StatusUpdate
@@ -82,7 +81,9 @@ def vertex_label(v: VertexState, *, now: datetime.datetime | None, shared_from: 
     label = Text()
     label.append(f"{icon} ", style=style)
     label.append(v.name or v.digest[:19])
-    if v.state in ("done", "running", "error", "canceled") and v.intervals:
+    if v.state == "running" and v.intervals:
+        label.append(f"  {int(v.duration(now))}s", style="dim")  # whole seconds: one repaint a second
+    elif v.state in ("done", "error", "canceled") and v.intervals:
         label.append(f"  {_seconds(v.duration(now))}", style="dim")
     if v.state == "cached":
         label.append("  CACHED", style="cyan")
@@ -112,72 +113,116 @@ def row_label(row: SubProgress) -> Text:
     return text
 
 
-class RequestPane(Vertical):
-    """One request: a title and the tree of its vertices."""
+class TextView(Widget):
+    """A block of text that repaints in place: a new text of as many lines as the old one
+    refreshes only this widget's region; only a change of height lays the screen out again
+    (``Static.update`` always does, which made every frame a full relayout)."""
+
+    DEFAULT_CSS = """
+    TextView { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.text = Text()
+
+    def render(self) -> Text:
+        return self.text
+
+    def show(self, text: Text) -> None:
+        if text == self.text:
+            return
+        layout = text.plain.count("\n") != self.text.plain.count("\n")
+        self.text = text
+        self.refresh(layout=layout)
+
+
+class RequestPane(TextView):
+    """One request: its title and the tree of its steps, as text.
+
+    One text block per request, not a Textual ``Tree``: a pane is re-rendered only when
+    one of its vertices changed (or a running one's whole-second duration did), and a
+    text block renders far cheaper than a tree widget's styled lines.  A long build
+    shows its running and failed steps and the last ``finished_lines`` finished ones.
+    """
 
     DEFAULT_CSS = """
     RequestPane { height: auto; margin: 0 0 1 0; }
-    RequestPane > .title { height: 1; text-style: bold; }
-    RequestPane > Tree { height: auto; max-height: 24; padding: 0 0 0 1; }
     """
 
-    def __init__(self, label: str, model: ProgressModel, clock: Clock) -> None:
-        super().__init__(id=None)
+    def __init__(self, label: str, model: ProgressModel, clock: Clock, *, finished_lines: int = 8) -> None:
+        super().__init__()
         self.label = label
         self.model = model
         self.clock = clock
-        self._vertex_nodes: dict[str, TreeNode[str]] = {}
-        self._title = Static(classes="title")
-        self._tree: Tree[str] = Tree(label or "build", data="")
-        self._tree.show_root = False
-        self._tree.guide_depth = 2
-
-    def compose(self) -> ComposeResult:
-        yield self._title
-        yield self._tree
+        self.finished_lines = finished_lines
+        self._height = 0
 
     def on_mount(self) -> None:
         self.refresh_from_model(None)
 
+    def _visible(self) -> tuple[list[VertexState], int]:
+        req = self.model.requests[self.label]
+        shown = {d for d in req.running} | {d for d in req.failed}
+        finished = 0
+        for digest in reversed(req.vertices):
+            if finished >= self.finished_lines:
+                break
+            v = self.model.vertices[digest]
+            if v.state not in ("waiting", "running") and digest not in shown:
+                shown.add(digest)
+                finished += 1
+        vs = sorted((self.model.vertices[d] for d in shown), key=lambda v: (v.order == 0, v.order))
+        hidden = req.finished - sum(v.state not in ("waiting", "running") for v in vs)
+        return vs, hidden
+
     def refresh_from_model(self, changed: frozenset[str] | None) -> None:
-        """Update the title and the vertices in ``changed`` (``None``: all of them)."""
+        """Re-render if a vertex in ``changed`` is one of ours (``None``: always)."""
         req = self.model.requests.get(self.label)
         if req is None:
             return
-        done, total = req.counts(self.model)
-        title = Text()
-        title.append(f"[{self.label or 'build'}] ", style="bold")
-        title.append(f"{done}/{total} steps")
-        if any(self.model.vertices[d].state == "error" for d in req.vertices):
-            title.append("  FAILED", style="bold red")
-        self._title.update(title)
+        if changed is not None and not req.running:
+            if not any(
+                self.label in self.model.vertices[d].requests for d in changed if d in self.model.vertices
+            ):
+                return
         now = self.clock()
-        for v in self.model.ordered(self.label):
-            if v.started is None and not v.cached:
-                continue  # not started: not shown yet
-            node = self._vertex_nodes.get(v.digest)
-            if node is None:
-                node = self._vertex_nodes[v.digest] = self._tree.root.add(
-                    Text(""), data=v.digest, expand=True
-                )
-            elif changed is not None and v.digest not in changed and v.state != "running":
-                continue
+        text = Text()
+        done, total = req.counts()
+        text.append(f"[{self.label or 'build'}] ", style="bold")
+        text.append(f"{done}/{total} steps")
+        if req.failed:
+            text.append("  FAILED", style="bold red")
+        vs, hidden = self._visible()
+        if hidden > 0:
+            text.append(f"\n  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim")
+        for v in vs:
             owner = v.requests[0] if v.requests else self.label
             shared_from = owner if owner != self.label else ""
-            node.set_label(vertex_label(v, now=now, shared_from=shared_from))
-            node.remove_children()
-            node.allow_expand = False
-            if shared_from:
-                continue  # its details are in the owner's pane
-            for row in v.subprogress.values():
-                node.add_leaf(row_label(row))
-            if v.state == "running":
-                for line in v.logs.tail(_LOG_LINES):
-                    node.add_leaf(Text(line.text, style="red" if line.stream == 2 else ""))
-            node.allow_expand = bool(node.children)
+            text.append("\n  ")
+            text.append_text(vertex_label(v, now=now, shared_from=shared_from))
+            children: list[Text] = []
+            if not shared_from:  # a shared vertex's details are in the owner's pane
+                children.extend(row_label(row) for row in v.subprogress.values())
+                if v.state == "running":
+                    children.extend(
+                        Text(line.text, style="red" if line.stream == 2 else "")
+                        for line in v.logs.tail(_LOG_LINES)
+                    )
+            for i, child in enumerate(children):
+                text.append("\n    └ " if i == len(children) - 1 else "\n    ├ ", style="dim")
+                text.append_text(child)
+        # A pane never shrinks while the build runs: steps start and end all the time, and
+        # each change of height would lay the whole screen out again.
+        lines = text.plain.count("\n") + 1
+        if lines < self._height and (req.running or req.finished < len(req.vertices)):
+            text.append("\n" * (self._height - lines))
+        else:
+            self._height = lines
+        self.show(text)
 
 
-class ErrorView(Static):
+class ErrorView(TextView):
     """The failed steps: name, error, source location of warnings, end of the log."""
 
     DEFAULT_CSS = """
@@ -185,7 +230,7 @@ class ErrorView(Static):
     ErrorView.-shown { display: block; }
     """
 
-    def show(self, model: ProgressModel) -> None:
+    def show_failures(self, model: ProgressModel) -> None:
         failed = model.failed()
         if not failed:
             return
@@ -205,7 +250,7 @@ class ErrorView(Static):
             for line in lines:
                 text.append(f"│ {line.text}\n", style="red" if line.stream == 2 else "")
         text.rstrip()
-        self.update(text)
+        self.show(text)
         self.add_class("-shown")
 
 
@@ -240,7 +285,7 @@ class ProgressApp(App[None]):
         self.frames = 0
 
     def compose(self) -> ComposeResult:
-        yield Static(id="summary")
+        yield TextView(id="summary")
         yield VerticalScroll(id="panes")
         yield ErrorView(id="errors")
 
@@ -264,10 +309,10 @@ class ProgressApp(App[None]):
                 self.panes[label].refresh_from_model(None if full else changes.vertices)
         self._summary()
         if self.model.failed():
-            self.query_one(ErrorView).show(self.model)
+            self.query_one(ErrorView).show_failures(self.model)
 
     def _has_running(self) -> bool:
-        return any(v.state == "running" for v in self.model.vertices.values())
+        return bool(self.model.running)
 
     def _summary(self) -> None:
         done, total = self.model.counts()
@@ -282,7 +327,7 @@ class ProgressApp(App[None]):
         failed = len(self.model.failed())
         if failed:
             text.append(f" · {failed} failed", style="bold red")
-        self.query_one("#summary", Static).update(text)
+        self.query_one("#summary", TextView).show(text)
 
 
 class TTYProgress:
