@@ -37,12 +37,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 STREAM = HERE.parent / "tests" / "progress_streams" / "busy.jsonl.gz"
 
 
-def _load() -> tuple[list[object], list[float]]:
+def _load() -> tuple[list[Any], list[float]]:
     from llblib_async.progress.rawjson import from_json
 
     updates, times = [], []
@@ -227,7 +228,8 @@ def main() -> int:
     )
     print(
         f"  python replay on a pty: {py_rp['messages']:.0f} msgs in {py_rp['seconds']:.1f}s, "
-        f"cpu {py_rp['cpu_seconds']:.2f}s = {100 * py_rp['cpu_share']:.1f}% of a core, {py_rp['frames']:.0f} frames",
+        f"cpu {py_rp['cpu_seconds']:.2f}s = {100 * py_rp['cpu_share']:.1f}% of a core, "
+        f"{py_rp['frames']:.0f} frames",
         flush=True,
     )
     n_replay = int(py_rp["messages"])
