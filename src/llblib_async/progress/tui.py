@@ -181,11 +181,14 @@ class RequestPane(TextView):
         req = self.model.requests.get(self.label)
         if req is None:
             return
-        if changed is not None and not req.running:
-            if not any(
+        if (
+            changed is not None
+            and not req.running
+            and not any(
                 self.label in self.model.vertices[d].requests for d in changed if d in self.model.vertices
-            ):
-                return
+            )
+        ):
+            return
         now = self.clock()
         text = Text()
         done, total = req.counts()
