@@ -61,6 +61,7 @@ from .progress import (
     RawJSONProgress,
     RecordingProgress,
     StatusUpdate,
+    fan_out,
     open_progress,
 )
 from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
@@ -126,6 +127,7 @@ __all__ = [
     "UsageRecord",
     "Worker",
     "connect",
+    "fan_out",
     "llb",
     "open_progress",
 ]

@@ -443,6 +443,13 @@ class ProgressModel:
         self._dirty_vertices |= changed
         return changed
 
+    def update(self, update: StatusUpdate) -> None:
+        """:meth:`apply`, so the model itself is a ``ProgressSink`` (``fan_out([model, printer])``)."""
+        self.apply(update)
+
+    def close(self) -> None:
+        """Nothing to release: a ``ProgressSink`` method."""
+
     def take_changes(self) -> Changes:
         """What changed since the last call (a display's repaint asks this, not each message)."""
         changes = Changes(
