@@ -5,7 +5,7 @@ Commands: ``info``, ``workers``, ``du``, ``prune``, ``daemon start|stop|status``
 ``$BUILDKIT_HOST``, else the daemon of ``llblib-async daemon start``, else the default
 buildkitd socket / Docker) and ``--progress`` (``auto``, ``tty``, ``tty-fullscreen``,
 ``plain``, ``rawjson``, ``quiet``; default ``$BUILDKIT_PROGRESS`` or ``auto``).
-How a script exposes its requests: :mod:`llblib_async.cli.script`.
+How a script exposes its requests: the docstring of ``llblib_async.cli._script`` and docs/cli.md.
 
 Exit codes (:class:`Exit`): 0 success; 1 the build failed; 2 bad usage (unknown
 option, bad progress mode); 3 the daemon could not be reached; 4 the build script
@@ -33,7 +33,7 @@ from ..errors import BuildKitError, DaemonUnreachableError, ProgressModeError, S
 from ..progress import MODES, open_progress, resolve_mode
 from ..solver import Solver
 from . import daemon as daemon_mod
-from .script import ScriptError, load_requests
+from ._script import ScriptError, load_requests
 
 __all__ = ["Exit", "main"]
 
