@@ -48,6 +48,7 @@ __all__ = ["ProgressApp", "RequestPane", "TTYProgress"]
 Clock = Callable[[], datetime.datetime | None]
 
 _LOG_LINES = 6  # log lines shown under a running vertex
+_COMPACT_AFTER = 4  # with more requests than this, each pane shows less (see RequestPane)
 _ERROR_LOG_LINES = 20  # log lines shown for a failed vertex
 
 _ICONS = {
@@ -156,6 +157,7 @@ class RequestPane(TextView):
         self.model = model
         self.clock = clock
         self.finished_lines = finished_lines
+        self.log_lines = _LOG_LINES
         self._height = 0
 
     def on_mount(self) -> None:
@@ -181,6 +183,8 @@ class RequestPane(TextView):
         req = self.model.requests.get(self.label)
         if req is None:
             return
+        if len(self.model.requests) > _COMPACT_AFTER:  # many panes: each one shorter
+            self.log_lines, self.finished_lines = 3, min(self.finished_lines, 3)
         if (
             changed is not None
             and not req.running
@@ -190,7 +194,7 @@ class RequestPane(TextView):
         ):
             return
         now = self.clock()
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")  # one line per item: no wrapping to compute
         done, total = req.counts()
         text.append(f"[{self.label or 'build'}] ", style="bold")
         text.append(f"{done}/{total} steps")
@@ -210,7 +214,7 @@ class RequestPane(TextView):
                 if v.state == "running":
                     children.extend(
                         Text(line.text, style="red" if line.stream == 2 else "")
-                        for line in v.logs.tail(_LOG_LINES)
+                        for line in v.logs.tail(self.log_lines)
                     )
             for i, child in enumerate(children):
                 text.append("\n    └ " if i == len(children) - 1 else "\n    ├ ", style="dim")
