@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llblib_async.progress import LogChunk, StatusRow, StatusUpdate, VertexUpdate
+
 HERE = Path(__file__).resolve().parent
 STREAM = HERE.parent / "tests" / "progress_streams" / "busy.jsonl.gz"
 
@@ -56,11 +58,8 @@ def _load() -> tuple[list[Any], list[float]]:
     return updates, times
 
 
-def _renamed(update: object, rep: int) -> object:
+def _renamed(update: Any, rep: int) -> Any:
     """The update with every digest suffixed ``-r<rep>`` (as the Go driver's copyFor)."""
-    from llblib_async.progress import LogChunk, StatusRow, StatusUpdate, VertexUpdate
-
-    assert isinstance(update, StatusUpdate)
     if rep == 0:
         return update
     sfx = f"-r{rep}"
@@ -213,13 +212,15 @@ def main() -> int:
     )
     py_tp = _child(["--phase", "throughput", "--messages", str(args.messages)], on_pty=False)
     print(
-        f"  python tty (headless): {py_tp['msgs_per_s']:,.0f} msgs/s, {py_tp['seconds']:.1f}s, "
+        f"  python tty (headless): {py_tp['msgs_per_s']:,.0f} msgs/s, {py_tp['seconds']:.1f}s "
+        f"(cpu {py_tp['cpu_seconds']:.1f}s), "
         f"{py_tp['frames']:.0f} frames, peak {py_tp['peak_rss_mib']:.0f} MiB",
         flush=True,
     )
     go_tp = _go(["-total", str(args.messages)])
     print(
-        f"  go progressui tty:     {go_tp['msgs_per_s']:,.0f} msgs/s, {go_tp['seconds']:.1f}s, "
+        f"  go progressui tty:     {go_tp['msgs_per_s']:,.0f} msgs/s, {go_tp['seconds']:.1f}s "
+        f"(cpu {go_tp['cpu_seconds']:.1f}s), "
         f"peak {go_tp['peak_rss_mib']:.0f} MiB",
         flush=True,
     )

@@ -315,6 +315,7 @@ class ProgressModel:
         self.running: set[str] = set()
         self._failed: set[str] = set()
         self._finished = 0
+        self._start_time: datetime.datetime | None = None
         self._dirty_requests: set[str] = set()
         self._messages_since = 0
         #: the log chunks of the last :meth:`apply` that were new (not a shared vertex's copy)
@@ -393,6 +394,8 @@ class ProgressModel:
             v.cached, v.error = vu.cached, vu.error
             v.progress_group = vu.progress_group
             if vu.started is not None:
+                if self._start_time is None or vu.started < self._start_time:
+                    self._start_time = vu.started
                 if not v.intervals:
                     self._started += 1
                     v.order = self._started
@@ -475,8 +478,8 @@ class ProgressModel:
         return self._finished, len(self.vertices)
 
     def start_time(self) -> datetime.datetime | None:
-        starts = [v.started for v in self.vertices.values() if v.started is not None]
-        return min(starts) if starts else None
+        """When the first vertex started (kept by ``apply``: a display asks every frame)."""
+        return self._start_time
 
     def last_time(self) -> datetime.datetime | None:
         """The latest time the daemon reported (the model's notion of "now" in replays)."""
