@@ -140,7 +140,7 @@ async def _replay(replays: int, rate: float) -> dict[str, float]:
                 delay = t0 + rep * span + times[k] - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)  # the recorded rate
-                tty.update(_renamed(update, rep))  # type: ignore[arg-type]
+                tty.update(_renamed(update, rep))
                 n += 1
         elapsed, cpu = loop.time() - t0, time.process_time() - cpu0
         frames = tty.app.frames if tty.app is not None else 0
