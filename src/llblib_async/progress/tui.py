@@ -267,7 +267,7 @@ class ProgressApp(App[None]):
 
     CSS = """
     Screen { height: auto; }
-    Screen:inline { height: auto; max-height: 40; }
+    Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; }
     #summary { height: 1; padding: 0 1; background: $boost; }
     #panes { height: auto; }
     """
