@@ -24,17 +24,25 @@ CODEGEN_DEPS = [
 def tests(session: nox.Session) -> None:
     """The whole suite: unit tests and integration tests against real daemons.
 
-    The fixtures build buildkitd (cached) and start buildkitd, a registry and
-    dockerd themselves; run as root (``.ci/install-prereqs.sh`` installs the rest).
+    First provisions what the suite needs (``llblib_async.testing.provision``): as root on
+    Debian it apt-installs the missing Debian packages (registry, dockerd, busybox...),
+    saying so; it builds buildkitd (and runc when /usr/sbin/runc is missing) with Go,
+    cached.  The fixtures then start buildkitd, a registry and dockerd themselves.
     """
     session.install("-e", ".", *TEST_DEPS)
+    session.run("python", "-m", "llblib_async.testing.provision", "tests")
     session.run("pytest", *(session.posargs or ["-ra"]))
 
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """A real build end to end, on $BUILDKIT_HOST or on a buildkitd started for the demo."""
+    """A real build end to end, on $BUILDKIT_HOST or on a buildkitd started for the demo.
+
+    Without a configured BuildKit it provisions buildkitd and runc first (built with Go
+    from the module proxy and cached; nothing from apt).
+    """
     session.install("-e", ".")
+    session.run("python", "-m", "llblib_async.testing.provision", "demo")
     session.run("python", "examples/demo.py", *session.posargs)
 
 

@@ -7,6 +7,11 @@
 # docker-registry on :5000) cannot conflict.  We still keep apt from starting them - on a
 # systemd machine they would otherwise run for the whole CI job, create docker0 and
 # rewrite iptables - through the standard policy-rc.d mechanism, only for this install.
+#
+# Not the only thing that knows: `nox -s tests` runs `python -m llblib_async.testing.provision
+# tests`, which installs the same packages (DEBIAN_PACKAGES there; tests/test_provision.py
+# keeps the two lists equal) when run as root on Debian.  runc is in the list for dockerd;
+# buildkitd would build its own from the Go module proxy without it.
 set -euo pipefail
 
 PACKAGES=(

@@ -38,7 +38,7 @@ def buildkit_address() -> Iterator[str | None]:
         return
     from llblib_async.testing import BuildkitDaemon
 
-    print("no BuildKit configured: starting a private buildkitd (first run builds it, ~5 min)")
+    print("no BuildKit configured: starting a private buildkitd (built with Go and cached on first use)")
     with BuildkitDaemon.start() as daemon:
         yield daemon.address
 

@@ -176,7 +176,9 @@ def test_warnings_carry_source_locations() -> None:
     (w,) = model.warnings
     assert w.location == "Dockerfile:1-2"
     assert w.detail == ("pin the digest",)
-    assert w.source == b"FROM x\nRUN y\n"
+    (src,) = w.sources
+    assert src.data == b"FROM x\nRUN y\n"
+    assert src.ranges == ((1, 0, 2, 5),)
     assert model.requests["app"].warnings == [w]
     assert model.vertices["sha256:w"].warnings == [w]
 

@@ -14,7 +14,8 @@ Some also derive from the built-in exception a Python user would try first
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from grpclib.const import Status
 
@@ -74,11 +75,54 @@ class ConnectionLostError(BuildKitError, ConnectionError):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class SourceLocation:
+    """A place in a source file (a Dockerfile) an op or an error comes from (``pb.Source``).
+
+    ``filename`` and ``data`` are the file's name and bytes, ``language`` e.g.
+    ``"Dockerfile"``; ``ranges`` are ``(start_line, start_char, end_line, end_char)``
+    with lines counted from 1. :meth:`snippet` renders the lines like ``docker build``.
+    """
+
+    filename: str
+    data: bytes
+    language: str
+    ranges: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def line(self) -> int:
+        """The first line of the first range (0 when there is none)."""
+        return self.ranges[0][0] if self.ranges else 0
+
+    def snippet(self, context: int = 2) -> str:
+        """``Dockerfile:3`` and the lines around the ranges, the ranges marked ``>>>``."""
+        lines = self.data.decode(errors="replace").splitlines()
+        marked: set[int] = set()
+        for start, _, end, _ in self.ranges:
+            marked.update(range(start, max(start, end) + 1))
+        if not marked or not lines:
+            return f"{self.filename}:{self.line}" if self.line else self.filename
+        first = max(1, min(marked) - context)
+        last = min(len(lines), max(marked) + context)
+        width = len(str(last))
+        where = f"{min(marked)}" if min(marked) == max(marked) else f"{min(marked)}-{max(marked)}"
+        out = [f"{self.filename}:{where}", "-" * 20]
+        for number in range(first, last + 1):
+            mark = ">>>" if number in marked else "   "
+            out.append(f" {number:>{width}} | {mark} {lines[number - 1]}".rstrip())
+        out.append("-" * 20)
+        return "\n".join(out)
+
+
 class SolveError(BuildKitError):
     """A build failed in the daemon.
 
     ``vertex`` is the digest of the failing LLB vertex when the daemon named one,
     ``exit_code`` the exit code of a failed exec, ``logs`` the tail of its output.
+    ``sources`` are the places in the source (a Dockerfile's lines) the failing step
+    or the frontend's error points at; ``str()`` shows them as ``docker build`` does.
+    ``frontend`` names the frontend that failed (``dockerfile.v0``), ``stack`` holds
+    the daemon's Go stack frames (``function (file:line)``), for bug reports.
     """
 
     def __init__(
@@ -89,10 +133,15 @@ class SolveError(BuildKitError):
         vertex_name: str | None = None,
         exit_code: int | None = None,
         logs: str = "",
+        sources: Sequence[SourceLocation] = (),
+        frontend: str | None = None,
+        stack: Sequence[str] = (),
     ) -> None:
         text = message
-        if vertex_name:
+        if vertex_name and not message.startswith(vertex_name):
             text = f"{vertex_name}: {message}"
+        for place in sources:
+            text += "\n" + place.snippet()
         if logs:
             text += "\n" + logs
         super().__init__(text)
@@ -101,6 +150,9 @@ class SolveError(BuildKitError):
         self.vertex_name = vertex_name
         self.exit_code = exit_code
         self.logs = logs
+        self.sources = tuple(sources)
+        self.frontend = frontend
+        self.stack = tuple(stack)
 
 
 class UploadError(SolveError):
@@ -136,6 +188,19 @@ class PatternError(BuildKitError, ValueError):
     def __init__(self, message: str, patterns: Sequence[str]) -> None:
         super().__init__(message)
         self.patterns = list(patterns)
+
+
+class DockerfileError(BuildKitError, ValueError):
+    """An argument of ``llb.dockerfile`` is unusable; the message names it and says why."""
+
+
+class FrontendQueryError(BuildKitError):
+    """The frontend's answer to a query could not be read (``metadata`` holds what it sent)."""
+
+    def __init__(self, query: str, message: str, metadata: Mapping[str, bytes]) -> None:
+        super().__init__(f"{query}: {message}")
+        self.query = query
+        self.metadata = dict(metadata)
 
 
 class SessionClosedError(BuildKitError, RuntimeError):

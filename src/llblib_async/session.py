@@ -22,17 +22,19 @@ with :func:`open_session`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 import anyio
 
+from . import llb
 from ._fsutil.send import SendStats
 from ._fsutil.walk import FilterOptions
 from ._identity import new_id
 from ._pipeline.exports import ExportRoute
-from ._pipeline.run import SessionServices, run_request
+from ._pipeline.run import SessionServices, resolve_state, run_request
 from ._tunnel.handle import SessionHandle
 from ._tunnel.transports import open_client_session
 from ._wire.connection import Connection
@@ -41,10 +43,13 @@ from .attachables.content_store import ContentStore
 from .attachables.filesend import FileSendProvider
 from .attachables.filesync import FileSyncProvider
 from .errors import SessionClosedError
+from .gateway_resolver import GatewayResolver
 from .progress import NullProgress, ProgressSink
 from .request import Request, SolveResult
 
 __all__ = ["Session", "open_session"]
+
+T = TypeVar("T")
 
 
 class Session:
@@ -55,6 +60,7 @@ class Session:
         self._services = services
         self._running: dict[anyio.CancelScope, anyio.Event] = {}
         self._closing = False
+        self._image_resolver: llb.CachingResolver | None = None
 
     @property
     def id(self) -> str:
@@ -105,6 +111,77 @@ class Session:
         try:
             with scope:
                 return await self._handle.guard(lambda: run_request(request, self._services))
+        finally:
+            del self._running[scope]
+            done.set()
+        # Only reached when _close cancelled the scope.
+        raise SessionClosedError("the session was closed while the request ran")
+
+    @property
+    def image_resolver(self) -> llb.CachingResolver:
+        """Resolves image configs through the daemon with this session's registry credentials.
+
+        A :class:`~llblib_async.GatewayResolver` behind a
+        :class:`~llblib_async.llb.CachingResolver`: one cache for the session, shared by
+        all its requests, keeping only successes. Use it with
+        ``llb.config_ops.resolve_image`` or call :meth:`image`.
+        """
+        if self._image_resolver is None:
+            self._image_resolver = llb.CachingResolver(GatewayResolver(self._services))
+        return self._image_resolver
+
+    async def image(
+        self,
+        ref: str,
+        *,
+        platform: llb.Platform | str | None = None,
+        pin_digest: bool = True,
+        **image_options: Any,
+    ) -> llb.State:
+        """``FROM ref``: the image as a State carrying its config (llblib's ``ResolvedImage``).
+
+        The config is resolved through the daemon with the session's credentials
+        (:attr:`image_resolver`, cached per session) and applied like a Dockerfile
+        ``FROM``: the State runs with the image's env, working dir and user, and an
+        image exported from it keeps the base's env, entrypoint, cmd and history
+        (helpers of :mod:`llblib_async.llb.config_ops` add to them). With
+        ``pin_digest`` (the default) the source is pinned to the digest that was
+        resolved, so the build uses exactly the image whose config was read.
+
+        Opting out: ``llb.image(ref)`` is the bare filesystem with no config (the
+        exported image then has only what the config helpers set); ``pin_digest=False``
+        keeps the tag floating. ``image_options`` go to :func:`llblib_async.llb.image`.
+        """
+        return await llb.config_ops.resolve_image(
+            ref, self.image_resolver, platform=platform, pin_digest=pin_digest, **image_options
+        )
+
+    async def resolve(self, state: llb.State, *, platform: llb.Platform | str | None = None) -> llb.State:
+        """The State a frontend (or other lazy) ``state`` stands for, solved in this session.
+
+        Runs the frontend (``llb.dockerfile``, ``llb.frontend``) without building its
+        result, and returns the State of its result with its image config applied,
+        so config helpers and ops build on the image's config and env::
+
+            app = (await session.resolve(llb.dockerfile(text, context="."))).apply(co.cmd("serve"))
+
+        The result is memoised per session (and platform); it reads the session's local
+        directories, so use it in this session only. Raises what the frontend raises
+        (:class:`~llblib_async.errors.SolveError` pointing at the Dockerfile's lines).
+        """
+        return await self._run(lambda: resolve_state(state, self._services, platform=platform))
+
+    async def _run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` like a request: guarded by the session, cancelled when it closes."""
+        if self._closing:
+            raise SessionClosedError("the session is closed")
+        self._handle.raise_if_closed()
+        scope = anyio.CancelScope()
+        done = anyio.Event()
+        self._running[scope] = done
+        try:
+            with scope:
+                return await self._handle.guard(work)
         finally:
             del self._running[scope]
             done.set()

@@ -64,6 +64,9 @@ class FailureLog:
             vertex_name=self.names.get(vertex),
             exit_code=err.exit_code,
             logs=logs.rstrip("\n"),
+            sources=err.sources,
+            frontend=err.frontend,
+            stack=err.stack,
         )
         enriched.__cause__ = err.__cause__
         return enriched

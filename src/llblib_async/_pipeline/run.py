@@ -3,19 +3,22 @@
 Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
 ``client.solve``, which is a one-request session:
 
-1. marshal the request (lazy states are resolved now) and serve its local
-   directories in the session;
-2. plan its cache (:mod:`.cache_plan`) and build its ``SolveRequest``
+1. plan its cache (:mod:`.cache_plan`) and build its ``SolveRequest``
    (:mod:`.solve_request`): a *gateway build* with no definition;
-3. follow ``Control.Status`` for its ref into the session's progress sink and a
+2. follow ``Control.Status`` for its ref into the session's progress sink and a
    :class:`~.failures.FailureLog`;
-4. ``Control.Solve`` (the daemon's gateway forwarder for the ref) and, side by side,
+3. ``Control.Solve`` (the daemon's gateway forwarder for the ref) and, side by side,
    the client's half of the gateway build through a
-   :class:`~llblib_async.gateway.bridge.Bridge`: ``LLBBridge.Solve`` of the definition,
-   the result handlers, claiming the session's :class:`~.exports.ExportRoute` when the
-   request exports to the client, ``Return``; the daemon then runs the exporters and
-   ``Control.Solve`` returns. If either half fails the other is cancelled, and
-   cancelling ``Control.Solve`` cancels the build in the daemon;
+   :class:`~llblib_async.gateway.bridge.Bridge`: marshal the request (lazy States are
+   resolved now; frontend States run their frontend in this build, through
+   :class:`FrontendBridge`) and serve its local directories, ``LLBBridge.Solve`` of the
+   definition -- or, when the request's State *is* a frontend State, of the frontend
+   itself, evaluated, so its result (per-platform refs and image configs) is what is
+   exported and a failing step fails here --, the result handlers, claiming the
+   session's :class:`~.exports.ExportRoute` when the request exports to the client,
+   ``Return``; the daemon then runs the exporters and ``Control.Solve`` returns. If
+   either half fails the other is cancelled, and cancelling ``Control.Solve`` cancels
+   the build in the daemon;
 5. let the Status stream deliver the last logs, turn a failure into the most telling
    error (:func:`~.failures.explain`), record exported manifests in ``index.json`` and
    answer the :class:`~llblib_async.SolveResult`.
@@ -26,14 +29,17 @@ A result handler's own exception is raised unchanged (not wrapped in an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 import anyio
 
+from .. import llb
 from .._identity import new_id
 from .._pb.moby.buildkit import v1 as control
-from .._pb.pb import Definition as PbDefinition
+from .._pb.moby.buildkit.v1 import frontend as gw
 from .._wire.connection import Connection
 from .._wire.grpc_errors import TRANSLATED_ERRORS, translating_errors
 from ..attachables.content_store import ContentStore
@@ -41,6 +47,15 @@ from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
 from ..errors import BuildKitError, ConnectionLostError
 from ..gateway.bridge import Bridge
+from ..llb.frontend import (
+    FrontendRequest,
+    FrontendResult,
+    current_frontend_runner,
+    frontend_spec,
+    using_frontend_runner,
+)
+from ..llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
+from ..llb.marshal import marshal_scope
 from ..progress import ProgressSink, StatusUpdate
 from ..request import RESPONSE_IMAGE_CONFIG_KEY, Request, SolveResult
 from .cache_plan import CachePlan, plan_cache
@@ -48,7 +63,15 @@ from .exports import ExportRoute
 from .failures import FailureLog, explain
 from .solve_request import put_image_config, solve_request
 
-__all__ = ["STATUS_DRAIN_TIMEOUT", "SessionServices", "run_request"]
+__all__ = [
+    "STATUS_DRAIN_TIMEOUT",
+    "FrontendBridge",
+    "SessionServices",
+    "SolveTarget",
+    "current_frontend_bridge",
+    "resolve_state",
+    "run_request",
+]
 
 # How long the Status stream may keep going after Solve returned before we stop
 # listening: the daemon normally ends it at once (Go's client waits 5 s too).
@@ -67,11 +90,17 @@ class SessionServices:
     progress: ProgressSink
 
 
-async def run_request(request: Request, session: SessionServices) -> SolveResult:
-    """Build ``request`` in ``session``, run its result handlers and exporters."""
-    definition = await request.marshal()
-    for name, path in definition.locals.items():
-        session.filesync.serve(name, path)
+SolveTarget = Callable[["FrontendBridge", Request, CachePlan], Awaitable[gw.Result]]
+"""What the client's half of a build solves (default: the request's frontend or definition)."""
+
+
+async def run_request(
+    request: Request, session: SessionServices, *, target: SolveTarget | None = None
+) -> SolveResult:
+    """Build ``request`` in ``session``, run its result handlers and exporters.
+
+    ``target`` replaces what is solved (:func:`resolve_state` only marshals).
+    """
     uploads_before = len(session.filesync.transfers)
     cache = await plan_cache(request.cache_exports, request.cache_imports, request.exports)
     # Local cache dirs are keyed by their path, so requests can share them; the OCI
@@ -83,6 +112,7 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     )
     stub = control.ControlStub(session.conn.channel)
     log = FailureLog()
+    served = _Served()
 
     async def follow_status() -> None:
         try:
@@ -99,7 +129,9 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow_status)
         try:
-            response = await _gateway_build(session, stub, message, definition.to_pb(), request, cache)
+            response = await _gateway_build(
+                session, stub, message, request, cache, served, target or _solve_target
+            )
         except BuildKitError as err:
             failed = err
         except Exception as err:
@@ -116,7 +148,7 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
             failed,
             exports=request.exports,
             filesync=session.filesync,
-            locals=definition.locals,
+            locals=served.locals,
             uploads_before=uploads_before,
             log=log,
         )
@@ -125,16 +157,106 @@ async def run_request(request: Request, session: SessionServices) -> SolveResult
     exporter_response = dict(response.exporter_response)
     if request.image_config is not None:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
+    elif served.image_config:
+        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
     return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
+
+
+@dataclass(slots=True)
+class _Served:
+    """What the client half of a build learnt: the locals it served, the result's image config."""
+
+    locals: list[str] = field(default_factory=list)
+    image_config: bytes = b""
+
+
+class FrontendBridge:
+    """Runs the frontends of a request's graph in the request's own build (a
+    :class:`~llblib_async.llb.FrontendRunner`), serving the directories they read."""
+
+    def __init__(self, bridge: Bridge, session: SessionServices, cache: CachePlan, served: _Served):
+        self.bridge = bridge
+        self.session_id = session.session_id
+        self._bridge = bridge
+        self._session = session
+        self._cache = cache
+        self._served = served
+
+    def serve(self, locals: Mapping[str, Path]) -> None:
+        for name, path in locals.items():
+            self._session.filesync.serve(name, path)
+            if name not in self._served.locals:
+                self._served.locals.append(name)
+
+    async def solve(self, request: FrontendRequest, *, evaluate: bool = False) -> gw.Result:
+        self.serve(request.locals)
+        return await self._bridge.solve_frontend(
+            request.frontend,
+            opts=request.opts,
+            inputs=request.inputs,
+            evaluate=evaluate,
+            cache_imports=self._cache.imports,
+        )
+
+    async def run_frontend(self, request: FrontendRequest) -> FrontendResult:
+        result = await self.solve(request)
+        refs = {k: v for k, v in result.refs.refs.items()} if result.refs is not None else {}
+        for key, ref in [("", result.ref), *refs.items()]:
+            if ref is not None and ref.id and ref.def_ is None:
+                raise ConnectionLostError(
+                    self._bridge.address,
+                    f"the daemon returned frontend result {key or 'ref'} without its graph",
+                )
+        return FrontendResult(
+            definition=result.ref.def_ if result.ref is not None else None,
+            refs=MappingProxyType({k: v.def_ for k, v in refs.items() if v.def_ is not None}),
+            metadata=MappingProxyType(dict(result.metadata)),
+        )
+
+
+def current_frontend_bridge() -> FrontendBridge | None:
+    """The :class:`FrontendBridge` of the build whose client half is running here, if any."""
+    runner = current_frontend_runner()
+    return runner if isinstance(runner, FrontendBridge) else None
+
+
+async def resolve_state(
+    state: llb.State, session: SessionServices, *, platform: llb.Platform | str | None = None
+) -> llb.State:
+    """Run the frontends (and other lazy States) of ``state``'s graph in a build of
+    ``session`` that solves nothing else, and return the State ``state`` stands for."""
+    resolved: list[llb.State] = []
+
+    async def only_marshal(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:
+        definition = await llb.marshal_async(state, platform=platform)
+        runner.serve(definition.locals)
+        resolved.append(await llb.resolve_lazy(state, platform=platform))
+        return gw.Result()
+
+    await run_request(Request.of(state, label="resolve"), session, target=only_marshal)
+    return resolved[0]
+
+
+async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:
+    """The request's result: its frontend's, or its definition's, in the current build."""
+    spec = frontend_spec(request.state) if request.state is not None else None
+    if spec is not None:
+        return await runner.solve(await spec.request(), evaluate=True)
+    definition = await request.marshal()
+    runner.serve(definition.locals)
+    return await runner._bridge.solve(
+        definition.to_pb(), evaluate=request.evaluate, cache_imports=cache.imports
+    )
 
 
 async def _gateway_build(
     session: SessionServices,
     stub: control.ControlStub,
     message: control.SolveRequest,
-    definition: PbDefinition,
     request: Request,
     cache: CachePlan,
+    served: _Served,
+    target: SolveTarget,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
@@ -157,7 +279,10 @@ async def _gateway_build(
     async def bridge_side() -> None:
         nonlocal holding_route
         try:
-            pb_result = await bridge.solve(definition, evaluate=request.evaluate, cache_imports=cache.imports)
+            runner = FrontendBridge(bridge, session, cache, served)
+            with marshal_scope(session.session_id), using_frontend_runner(runner):
+                pb_result = await target(runner, request, cache)
+            served.image_config = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)

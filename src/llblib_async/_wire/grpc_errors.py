@@ -20,6 +20,8 @@ grpclib only decodes details with the ``protobuf`` runtime, which we do not depe
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -34,10 +36,11 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from .._pb.google import protobuf as pb_protobuf
 from .._pb.google import rpc as pb_rpc
-from ..errors import BuildKitError, ConnectionLostError, DaemonError, SolveError
+from ..errors import BuildKitError, ConnectionLostError, DaemonError, SolveError, SourceLocation
 
 __all__ = [
     "TYPE_EXIT_MESSAGE",
+    "TYPE_FRONTEND",
     "TYPE_SOLVE",
     "TYPE_SOURCE",
     "TYPE_STACK",
@@ -46,6 +49,9 @@ __all__ = [
     "ErrorDetail",
     "error_details",
     "exit_code_of",
+    "frontend_of",
+    "sources_of",
+    "stack_of",
     "translate_grpc_error",
     "translating_errors",
     "vertex_of",
@@ -56,6 +62,7 @@ TYPE_EXIT_MESSAGE = "github.com/moby/buildkit/gatewayapi.ExitMessage+json"
 TYPE_SOURCE = "github.com/moby/buildkit/errdefs.Source+json"
 TYPE_SOLVE = "github.com/moby/buildkit/errdefs.Solve+json"
 TYPE_STACK = "github.com/moby/buildkit/stack.Stack+json"
+TYPE_FRONTEND = "github.com/moby/buildkit/errdefs.Frontend+json"
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,65 @@ def exit_code_of(details: Sequence[ErrorDetail]) -> int | None:
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
+def _position(value: Any) -> tuple[int, int]:
+    if not isinstance(value, dict):
+        return 0, 0
+    line, char = value.get("line", 0), value.get("character", 0)
+    return (line if isinstance(line, int) else 0), (char if isinstance(char, int) else 0)
+
+
+def sources_of(details: Sequence[ErrorDetail]) -> list[SourceLocation]:
+    """The source ranges (``errdefs.Source``: a Dockerfile's lines) the error points at.
+
+    Go's JSON has the file's bytes base64-encoded; malformed entries are skipped.
+    """
+    out: list[SourceLocation] = []
+    for d in details:
+        if d.type_url != TYPE_SOURCE or not isinstance(d.value, dict):
+            continue
+        info = d.value.get("info")
+        if not isinstance(info, dict):
+            continue
+        try:
+            data = base64.b64decode(info.get("data") or "", validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            data = b""
+        ranges = []
+        for r in d.value.get("ranges") or ():
+            if isinstance(r, dict):
+                ranges.append((*_position(r.get("start")), *_position(r.get("end"))))
+        filename = info.get("filename")
+        language = info.get("language")
+        out.append(
+            SourceLocation(
+                filename=filename if isinstance(filename, str) else "",
+                data=data,
+                language=language if isinstance(language, str) else "",
+                ranges=tuple(ranges),
+            )
+        )
+    return out
+
+
+def frontend_of(details: Sequence[ErrorDetail]) -> str | None:
+    """The name of the frontend whose error this is (``errdefs.Frontend``), if any."""
+    v = _first(details, TYPE_FRONTEND)
+    name = v.get("name") if v else None
+    return name if isinstance(name, str) and name else None
+
+
+def stack_of(details: Sequence[ErrorDetail]) -> list[str]:
+    """The daemon's Go stack frames (``stack.Stack``) as ``function (file:line)``."""
+    frames: list[str] = []
+    for d in details:
+        if d.type_url != TYPE_STACK or not isinstance(d.value, dict):
+            continue
+        for f in d.value.get("frames") or ():
+            if isinstance(f, dict):
+                frames.append(f"{f.get('Name', '?')} ({f.get('File', '?')}:{f.get('Line', 0)})")
+    return frames
+
+
 _EXIT_CODE_RE = re.compile(r"exit code: (-?[0-9]+)$")
 
 
@@ -165,8 +231,16 @@ def translate_grpc_error(err: BaseException, *, method: str, address: str) -> Bu
         # A failed build is reported as UNKNOWN (Go's generic code) with, on current
         # daemons, the failing vertex attached; other codes (CANCELLED, UNAVAILABLE, ...)
         # are about the call, not the build.
-        if vertex is not None or exit_code is not None or (is_solve and err.status is Status.UNKNOWN):
-            return SolveError(message or err.status.name, vertex=vertex, exit_code=exit_code)
+        failed_build = vertex is not None or exit_code is not None or frontend_of(details) is not None
+        if failed_build or (is_solve and err.status is Status.UNKNOWN):
+            return SolveError(
+                message or err.status.name,
+                vertex=vertex,
+                exit_code=exit_code,
+                sources=sources_of(details),
+                frontend=frontend_of(details),
+                stack=stack_of(details),
+            )
         return DaemonError(method, err.status.name, message)
     if isinstance(err, StreamTerminatedError):
         return ConnectionLostError(address, f"{method}: stream terminated: {err or 'reset by peer'}")

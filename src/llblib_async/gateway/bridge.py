@@ -12,10 +12,11 @@ this bridge too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from grpclib.client import Channel
 
+from .._pb import pb
 from .._pb.moby.buildkit import v1 as control
 from .._pb.moby.buildkit.v1 import frontend as gw
 from .._pb.pb import Definition as PbDefinition
@@ -59,6 +60,65 @@ class Bridge:
         if response.result is None:
             return gw.Result()
         return response.result
+
+    async def solve_frontend(
+        self,
+        frontend: str,
+        *,
+        opts: Mapping[str, str],
+        inputs: Mapping[str, PbDefinition],
+        evaluate: bool = False,
+        cache_imports: Sequence[control.CacheOptionsEntry] = (),
+    ) -> gw.Result:
+        """``LLBBridge.Solve`` of a frontend (``dockerfile.v0``, ``gateway.v0``...) in this build.
+
+        A failure is a :class:`~llblib_async.errors.SolveError` whose ``__cause__`` keeps
+        the daemon's error details (source ranges, failed op) for the pipeline to read.
+        """
+        request = gw.SolveRequest(
+            frontend=frontend,
+            frontend_opt=dict(opts),
+            frontend_inputs=dict(inputs),
+            allow_result_return=True,
+            allow_result_array_ref=True,
+            evaluate=evaluate,
+            cache_imports=[gw.CacheOptionsEntry(type=c.type, attrs=dict(c.attrs)) for c in cache_imports],
+        )
+        with translating_errors("LLBBridge.Solve", self.address):
+            response = await self._stub.solve(request)
+        if response.result is None:
+            return gw.Result()
+        return response.result
+
+    async def resolve_image_config(
+        self, ref: str, *, platform: pb.Platform | None, resolve_mode: str = "default", session_id: str = ""
+    ) -> tuple[str, str, bytes]:
+        """``LLBBridge.ResolveImageConfig``: ``(ref, digest, config bytes)`` as the daemon resolves
+        them, with the registry credentials of session ``session_id``."""
+        request = gw.ResolveImageConfigRequest(
+            ref=ref, platform=platform, resolve_mode=resolve_mode, session_id=session_id
+        )
+        with translating_errors("LLBBridge.ResolveImageConfig", self.address):
+            response = await self._stub.resolve_image_config(request)
+        return response.ref or ref, response.digest, bytes(response.config)
+
+    async def resolve_source_meta(
+        self, identifier: str, *, platform: pb.Platform | None, resolve_mode: str = "default"
+    ) -> tuple[str, str, bytes]:
+        """``LLBBridge.ResolveSourceMeta`` of an image source: ``(identifier, digest, config)``."""
+        request = gw.ResolveSourceMetaRequest(
+            source=pb.SourceOp(identifier=identifier),
+            platform=platform,
+            resolve_mode=resolve_mode,
+            image=gw.ResolveSourceImageRequest(),
+        )
+        with translating_errors("LLBBridge.ResolveSourceMeta", self.address):
+            response = await self._stub.resolve_source_meta(request)
+        image = response.image
+        if image is None:
+            return identifier, "", b""
+        source = response.source.identifier if response.source is not None else identifier
+        return source, image.digest, bytes(image.config)
 
     def result(self, result: gw.Result) -> Result:
         """``result`` as the :class:`~.result.Result` handed to handlers, reading through this bridge."""

@@ -37,6 +37,7 @@ from .config_ops import (
 )
 from .definition_import import InvalidDefinitionError, from_definition
 from .diff import diff
+from .dockerfile import dockerfile, dockerfile_spec
 from .exec import (
     CDIDevice,
     Mount,
@@ -50,6 +51,7 @@ from .exec import (
     tmpfs,
 )
 from .fileop import FileAction, Owner, copy, mkdir, mkfile, rm, symlink
+from .frontend import FrontendRequest, FrontendResult, FrontendRunner, FrontendSpec, frontend
 from .git import GitURLError, git
 from .graph_yaml import to_yaml, to_yaml_tree
 from .http import http
@@ -63,7 +65,7 @@ from .image_config import (
     RunConfig,
 )
 from .image_resolver import CachingResolver, ImageConfigResolver, ResolvedImageConfig, resolve_image_config
-from .marshal import Definition, digest, marshal
+from .marshal import Definition, digest, marshal, marshal_scope
 from .merge import merge
 from .meta import Ulimit, shlex_split
 from .oci import oci_layout, oci_layout_blob
@@ -88,6 +90,10 @@ __all__ = [
     "Definition",
     "ExecState",
     "FileAction",
+    "FrontendRequest",
+    "FrontendResult",
+    "FrontendRunner",
+    "FrontendSpec",
     "GitURLError",
     "HealthCheck",
     "History",
@@ -122,7 +128,10 @@ __all__ = [
     "default_platform",
     "diff",
     "digest",
+    "dockerfile",
+    "dockerfile_spec",
     "from_definition",
+    "frontend",
     "git",
     "graph_yaml",
     "http",
@@ -135,6 +144,7 @@ __all__ = [
     "local_content_digest",
     "marshal",
     "marshal_async",
+    "marshal_scope",
     "marshal_with_image_config",
     "merge",
     "mkdir",

@@ -23,8 +23,10 @@ Rules (Go's, except where noted):
   resolved for its platform; :func:`marshal_async` first resolves every lazy
   State in the graph — concurrently, including lazy States inside results —
   then marshals;
-* each lazy State runs ``fn`` at most once per marshal platform (Go: once per
-  State, whatever the platform), single-flight across concurrent marshals; the
+* each lazy State runs ``fn`` at most once per marshal platform -- and per session
+  when a session's request pipeline marshals it (:func:`~.marshal.marshal_scope`;
+  frontend results name the session's directories) -- (Go: once per State, whatever
+  the platform), single-flight across concurrent marshals; the
   result is memoised, and so is a failure (Go's ``CacheError``), except
   cancellation: a cancelled run is retried by the next marshal;
 * only the result's *graph* is used by ops built on the lazy State.  Settings
@@ -97,6 +99,8 @@ class LazyVertex(Vertex):
     """
 
     _indirect: ClassVar[bool] = True
+    # Go memoises failures (CacheError); frontend States retry instead.
+    _memoise_failures: ClassVar[bool] = True
 
     fn: LazyFn
     label: str
@@ -152,17 +156,22 @@ class LazyVertex(Vertex):
 
     async def _run(self, ctx: MarshalContext) -> State:
         try:
-            state = await self.fn(LazyContext(platform=ctx.platform))
+            state = await self._produce(ctx)
             if not isinstance(state, State):
                 raise TypeError(f"{self!r}: the coroutine returned {type(state).__name__}, not an llb.State")
             if state.output is not None and state.output.vertex is self:
                 raise ValueError(f"{self!r}: the coroutine returned the lazy State itself")
         except Exception as exc:
             # Failures are memoised like Go's async states (CacheError); cancellation is not an Exception.
-            self._results[ctx.key] = exc
+            if self._memoise_failures:
+                self._results[ctx.key] = exc
             raise
         self._results[ctx.key] = state
         return state
+
+    async def _produce(self, ctx: MarshalContext) -> State:
+        """The State this vertex stands for in ``ctx`` (subclasses compute it otherwise)."""
+        return await self.fn(LazyContext(platform=ctx.platform))
 
     def __repr__(self) -> str:
         return f"<LazyVertex {self.label}>"

@@ -6,8 +6,9 @@ ops are the Definition's op bytes, verbatim.  Marshaling it (alone or with new
 ops built on top) emits exactly those bytes, so digests and cache keys are the
 original ones; each op also keeps its metadata.
 
-What is not carried over: source maps (``Definition.source.infos`` and their
-locations) and metadata fields this library does not model (``linux_resources``
+Source maps (``Definition.source``: where each op comes from in a Dockerfile) are
+carried over, so errors of the ops still point at the source. What is not carried
+over: metadata fields this library does not model (``linux_resources``
 raises; a cap listed as ``false`` becomes absent).  ``local://`` sources keep
 their host directory only when importing an :class:`~llblib_async.llb.Definition`
 that lists it in ``locals``.
@@ -23,7 +24,7 @@ from typing import NamedTuple
 
 from .._pb import pb
 from .._wire.protobuf import WIRE_LEN, WIRE_VARINT, DecodeError, iter_fields, read_varint
-from ..errors import BuildKitError
+from ..errors import BuildKitError, SourceLocation
 from .marshal import Definition
 from .platform import Platform
 from .state import State
@@ -45,6 +46,7 @@ class ImportedOp(Vertex):
     metadata: OpMetadata
     inputs: tuple[Output, ...]
     local_dirs: tuple[tuple[str, Path], ...] = ()
+    source_locations: tuple[SourceLocation, ...] = ()
 
     def _inputs(self) -> tuple[Output, ...]:
         return self.inputs
@@ -55,6 +57,9 @@ class ImportedOp(Vertex):
 
     def _local_dirs(self) -> Iterable[tuple[str, Path]]:
         return self.local_dirs
+
+    def _source_locations(self) -> Iterable[SourceLocation]:
+        return self.source_locations
 
     def __repr__(self) -> str:
         return f"<ImportedOp {self.digest[:19]}>"
@@ -119,6 +124,32 @@ def _metadata_from_pb(meta: pb.OpMetadata, digest: str) -> OpMetadata:
     )
 
 
+def _sources_from_pb(source: pb.Source | None) -> dict[str, tuple[SourceLocation, ...]]:
+    """``pb.Source`` as :class:`SourceLocation` tuples per op digest (bad indices are skipped)."""
+    if source is None:
+        return {}
+    out: dict[str, tuple[SourceLocation, ...]] = {}
+    for digest, locations in source.locations.items():
+        places = []
+        for loc in locations.locations:
+            if not 0 <= loc.source_index < len(source.infos):
+                continue
+            info = source.infos[loc.source_index]
+            ranges = tuple(
+                (
+                    r.start.line if r.start else 0,
+                    r.start.character if r.start else 0,
+                    r.end.line if r.end else 0,
+                    r.end.character if r.end else 0,
+                )
+                for r in loc.ranges
+            )
+            places.append(SourceLocation(info.filename, bytes(info.data), info.language, ranges))
+        if places:
+            out[digest] = tuple(places)
+    return out
+
+
 def _platform(data: bytes) -> Platform:
     p = pb.Platform.parse(data)
     # Go's NewState stores the op's platform normalized (ensurePlatform -> platforms.Normalize).
@@ -138,10 +169,12 @@ def from_definition(definition: Definition | pb.Definition | bytes | bytearray |
     no terminal op).
     """
     locals_: Mapping[str, Path] = {}
+    sources: Mapping[str, tuple[SourceLocation, ...]] = {}
     if isinstance(definition, Definition):
         ops = list(definition.ops)
         metadata = dict(definition.metadata)
         locals_ = definition.locals
+        sources = definition.sources
     else:
         if isinstance(definition, bytes | bytearray | memoryview):
             try:
@@ -150,6 +183,7 @@ def from_definition(definition: Definition | pb.Definition | bytes | bytearray |
                 raise InvalidDefinitionError(f"not a serialized pb.Definition: {err}") from err
         ops = list(definition.def_)
         metadata = {d: _metadata_from_pb(m, d) for d, m in definition.metadata.items()}
+        sources = _sources_from_pb(definition.source)
     if not ops:
         return State()
 
@@ -184,6 +218,7 @@ def from_definition(definition: Definition | pb.Definition | bytes | bytearray |
                 metadata=metadata[digest],
                 inputs=tuple(Output(built[d], i) for d, i in op.inputs),
                 local_dirs=local_dirs,
+                source_locations=sources.get(digest, ()),
             )
             on_path.discard(digest)
             continue

@@ -10,18 +10,41 @@ caps plus ``meta.*`` caps for features any op uses.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from .._pb import pb
+from ..errors import SourceLocation
 from ._encode import encode_definition, encode_terminal
 from .platform import Platform, default_platform
 from .state import State
 from .vertex import MarshalContext, OpMetadata, Vertex, ensure_marshaled, follow
 
-__all__ = ["Definition", "digest", "marshal"]
+__all__ = ["Definition", "digest", "marshal", "marshal_scope"]
+
+# Marshal results of graphs that depend on a session (frontend results name the
+# session's local directories) are memoised per scope; the request pipeline sets the
+# session id. Outside a session the scope is empty.
+_SCOPE: ContextVar[str] = ContextVar("llblib_async.llb.marshal_scope", default="")
+
+
+@contextmanager
+def marshal_scope(scope: str) -> Iterator[None]:
+    """Marshal (and resolve lazy States) within ``scope`` (a session id) in this block.
+
+    Lazy States, frontend States and the op bytes built on them are memoised per
+    (platform, scope), so a frontend solved in one session is not reused in another.
+    """
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
 
 _TERMINAL_CAPS = frozenset({"constraints", "platform"})
 
@@ -43,6 +66,7 @@ class Definition:
     metadata: Mapping[str, OpMetadata]
     locals: Mapping[str, Path]
     head_digest: str | None
+    sources: Mapping[str, tuple[SourceLocation, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     def to_pb(self) -> pb.Definition:
         """The ``llblib_async._pb.pb.Definition`` message: ``def_`` are exactly :attr:`ops`.
@@ -69,7 +93,26 @@ class Definition:
             for d, m in sorted(self.metadata.items())
         }
         locations = {d: pb.Locations() for d in sorted(self.digests[:-1])}
-        return pb.Definition(def_=list(self.ops), metadata=metadata, source=pb.Source(locations=locations))
+        infos: list[pb.SourceInfo] = []
+        index: dict[tuple[str, bytes, str], int] = {}
+        for d, places in sorted(self.sources.items()):
+            for place in places:
+                key = (place.filename, place.data, place.language)
+                if key not in index:
+                    index[key] = len(infos)
+                    infos.append(
+                        pb.SourceInfo(filename=place.filename, data=place.data, language=place.language)
+                    )
+                ranges = [
+                    pb.Range(start=pb.Position(line=a, character=b), end=pb.Position(line=c, character=e))
+                    for a, b, c, e in place.ranges
+                ]
+                locations.setdefault(d, pb.Locations()).locations.append(
+                    pb.Location(source_index=index[key], ranges=ranges)
+                )
+        return pb.Definition(
+            def_=list(self.ops), metadata=metadata, source=pb.Source(locations=locations, infos=infos)
+        )
 
     def to_bytes(self) -> bytes:
         """The serialized ``pb.Definition`` with Go-deterministic field and map order."""
@@ -89,7 +132,11 @@ def _context(platform: Platform | str | None) -> MarshalContext:
         plat = Platform.parse(platform)
     else:
         plat = platform
-    return MarshalContext.for_platform(plat)
+    ctx = MarshalContext.for_platform(plat)
+    scope = _SCOPE.get()
+    if scope:
+        ctx = MarshalContext(platform=ctx.platform, key=f"{ctx.key}@{scope}")
+    return ctx
 
 
 def marshal(state: State, *, platform: Platform | str | None = None) -> Definition:
@@ -119,6 +166,7 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
     emitted: set[str] = set()
     metadata: dict[str, OpMetadata] = {}
     locals_: dict[str, Path] = {}
+    sources: dict[str, tuple[SourceLocation, ...]] = {}
     key = ctx.key
 
     # Iterative post-order DFS (Go's recursive marshal(), without the recursion limit).
@@ -154,6 +202,9 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
                         f"two local sources are named {local_name!r} but use different directories: "
                         f"{known} and {local_dir}"
                     )
+            places = tuple(vertex._source_locations())
+            if places:
+                sources[dgst] = tuple(dict.fromkeys(sources.get(dgst, ()) + places))
             if dgst not in emitted:
                 emitted.add(dgst)
                 ops.append(data)
@@ -179,6 +230,7 @@ def marshal(state: State, *, platform: Platform | str | None = None) -> Definiti
         metadata=MappingProxyType(metadata),
         locals=MappingProxyType(locals_),
         head_digest=head_digest,
+        sources=MappingProxyType(sources),
     )
 
 

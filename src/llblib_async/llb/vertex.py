@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+from ..errors import SourceLocation
 from ._encode import encode_input, encode_op_metadata
 from .platform import Platform
 
@@ -315,6 +316,10 @@ class Vertex:
 
     def _local_dirs(self) -> Iterable[tuple[str, Path]]:
         """Host directories (name → path) the solver must serve for this op; none by default."""
+        return ()
+
+    def _source_locations(self) -> Iterable[SourceLocation]:
+        """Where this op comes from in a source file (a Dockerfile line); none by default."""
         return ()
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@
 * :mod:`.tui` -- the Textual display (imported on demand: Textual loads only for ``tty``).
 """
 
-from .model import BuildWarning, LogChunk, SourceRange, StatusRow, StatusUpdate, VertexUpdate
+from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate, VertexUpdate
 from .plain import PlainProgress
 from .rawjson import RawJSONProgress
 from .select import MODES, open_progress, resolve_mode
@@ -43,7 +43,6 @@ __all__ = [
     "RawJSONProgress",
     "RecordingProgress",
     "RequestState",
-    "SourceRange",
     "StatusRow",
     "StatusUpdate",
     "SubProgress",

@@ -12,8 +12,9 @@ import datetime
 from dataclasses import dataclass
 
 from .._pb.moby.buildkit import v1 as control
+from ..errors import SourceLocation
 
-__all__ = ["BuildWarning", "LogChunk", "SourceRange", "StatusRow", "StatusUpdate", "VertexUpdate"]
+__all__ = ["BuildWarning", "LogChunk", "StatusRow", "StatusUpdate", "VertexUpdate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +57,11 @@ class LogChunk:
 
 
 @dataclass(frozen=True, slots=True)
-class SourceRange:
-    """Lines (and characters) of a source file, 1-based as BuildKit sends them."""
-
-    start_line: int
-    start_character: int = 0
-    end_line: int = 0
-    end_character: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class BuildWarning:
-    """A warning of a vertex (e.g. a Dockerfile lint rule), with where in the source it is.
+    """A warning of the build (a frontend's lint rule, a deprecated option...).
 
-    ``filename``/``language``/``source`` come from the warning's ``SourceInfo`` (``source``
-    is the file's text when the frontend sends it) and ``ranges`` from its ``Range`` list.
+    ``sources`` say where it points in the source (a Dockerfile's lines), when the
+    frontend said so.
     """
 
     vertex: str
@@ -78,21 +69,33 @@ class BuildWarning:
     short: str
     detail: tuple[str, ...] = ()
     url: str = ""
-    filename: str = ""
-    language: str = ""
-    source: bytes = b""
-    ranges: tuple[SourceRange, ...] = ()
+    sources: tuple[SourceLocation, ...] = ()
 
     @property
     def location(self) -> str:
-        """``file:line`` (or ``file:line-line``) when the warning has a source location."""
-        if not self.filename:
+        """``file:line`` (or ``file:line-line``) of the first source location, or ``""``."""
+        if not self.sources:
             return ""
-        if not self.ranges:
-            return self.filename
-        r = self.ranges[0]
-        end = f"-{r.end_line}" if r.end_line and r.end_line != r.start_line else ""
-        return f"{self.filename}:{r.start_line}{end}"
+        src = self.sources[0]
+        if not src.ranges:
+            return src.filename
+        start, _, end, _ = src.ranges[0]
+        return f"{src.filename}:{start}" + (f"-{end}" if end and end != start else "")
+
+
+def _warning_sources(w: control.VertexWarning) -> tuple[SourceLocation, ...]:
+    if w.info is None:
+        return ()
+    ranges = tuple(
+        (
+            r.start.line if r.start else 0,
+            r.start.character if r.start else 0,
+            r.end.line if r.end else 0,
+            r.end.character if r.end else 0,
+        )
+        for r in w.ranges
+    )
+    return (SourceLocation(w.info.filename, bytes(w.info.data), w.info.language, ranges),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +153,7 @@ class StatusUpdate:
                     short=w.short.decode(errors="replace"),
                     detail=tuple(d.decode(errors="replace") for d in w.detail),
                     url=w.url,
-                    filename=w.info.filename if w.info is not None else "",
-                    language=w.info.language if w.info is not None else "",
-                    source=w.info.data if w.info is not None else b"",
-                    ranges=tuple(
-                        SourceRange(
-                            start_line=r.start.line if r.start else 0,
-                            start_character=r.start.character if r.start else 0,
-                            end_line=r.end.line if r.end else 0,
-                            end_character=r.end.character if r.end else 0,
-                        )
-                        for r in w.ranges
-                    ),
+                    sources=_warning_sources(w),
                 )
                 for w in msg.warnings
             ),

@@ -20,7 +20,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from .model import BuildWarning, LogChunk, SourceRange, StatusRow, StatusUpdate, VertexUpdate
+from ..errors import SourceLocation
+from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate, VertexUpdate
 
 __all__ = ["RawJSONProgress", "dumps", "format_time", "from_json", "parse_time", "read_rawjson", "to_json"]
 
@@ -56,11 +57,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _range(r: SourceRange) -> dict[str, Any]:
+def _range(r: tuple[int, int, int, int]) -> dict[str, Any]:
     def pos(line: int, char: int) -> dict[str, int]:
         return {k: v for k, v in (("line", line), ("character", char)) if v}
 
-    return {"start": pos(r.start_line, r.start_character), "end": pos(r.end_line, r.end_character)}
+    start_line, start_char, end_line, end_char = r
+    return {"start": pos(start_line, start_char), "end": pos(end_line, end_char)}
 
 
 def to_json(update: StatusUpdate, *, labels: bool = False) -> dict[str, Any]:
@@ -135,17 +137,18 @@ def to_json(update: StatusUpdate, *, labels: bool = False) -> dict[str, Any]:
                 d["detail"] = [_b64(x.encode()) for x in w.detail]
             if w.url:
                 d["url"] = w.url
-            if w.filename or w.source or w.language:
+            if w.sources:  # the Status stream has one SourceInfo per warning
+                src = w.sources[0]
                 info: dict[str, Any] = {}
-                if w.filename:
-                    info["filename"] = w.filename
-                if w.source:
-                    info["data"] = _b64(w.source)
-                if w.language:
-                    info["language"] = w.language
+                if src.filename:
+                    info["filename"] = src.filename
+                if src.data:
+                    info["data"] = _b64(src.data)
+                if src.language:
+                    info["language"] = src.language
                 d["sourceInfo"] = info
-            if w.ranges:
-                d["range"] = [_range(r) for r in w.ranges]
+                if src.ranges:
+                    d["range"] = [_range(r) for r in src.ranges]
             warnings.append(d)
         out["warnings"] = warnings
     if labels and update.request:
@@ -221,11 +224,23 @@ def from_json(obj: dict[str, Any], *, request: str | None = None) -> StatusUpdat
     )
     warnings = []
     for w in obj.get("warnings") or ():
-        info = w.get("sourceInfo") or {}
+        info = w.get("sourceInfo")
         ranges = []
         for r in w.get("range") or ():
             (sl, sc), (el, ec) = _pos(r.get("start")), _pos(r.get("end"))
-            ranges.append(SourceRange(sl, sc, el, ec))
+            ranges.append((sl, sc, el, ec))
+        sources = (
+            ()
+            if info is None
+            else (
+                SourceLocation(
+                    info.get("filename", ""),
+                    base64.b64decode(info.get("data") or ""),
+                    info.get("language", ""),
+                    tuple(ranges),
+                ),
+            )
+        )
         warnings.append(
             BuildWarning(
                 vertex=w.get("vertex", ""),
@@ -233,10 +248,7 @@ def from_json(obj: dict[str, Any], *, request: str | None = None) -> StatusUpdat
                 short=base64.b64decode(w.get("short") or "").decode(errors="replace"),
                 detail=tuple(base64.b64decode(x).decode(errors="replace") for x in w.get("detail") or ()),
                 url=w.get("url", ""),
-                filename=info.get("filename", ""),
-                language=info.get("language", ""),
-                source=base64.b64decode(info.get("data") or ""),
-                ranges=tuple(ranges),
+                sources=sources,
             )
         )
     return StatusUpdate(

@@ -5,7 +5,8 @@ itself, on a developer machine or a fresh Debian 12 CI machine (root, no Docker 
 
 * :func:`ensure_buildkit_binaries` builds buildkitd/buildctl at the pinned version with Go
   and caches them (``~/.cache/llblib-async/buildkit-<version>/bin``);
-* :class:`BuildkitDaemon` runs a private buildkitd (OCI worker, Debian's runc);
+* :func:`ensure_runc` finds ``/usr/sbin/runc`` or builds runc the same way (cached);
+* :class:`BuildkitDaemon` runs a private buildkitd (OCI worker, that runc);
 * :class:`Registry` runs Debian's ``docker-registry`` on a loopback port;
 * :class:`DockerDaemon` runs Debian's dockerd 20.10 with its embedded BuildKit;
 * :func:`busybox_rootfs` lays out a minimal root filesystem from ``busybox-static``.
@@ -13,7 +14,9 @@ itself, on a developer machine or a fresh Debian 12 CI machine (root, no Docker 
 Everything lives in a private instance directory under ``$LLBLIB_TEST_TMPDIR``
 (default ``/var/tmp``) and is removed by ``stop()`` - including mounts and containers a
 killed daemon leaves behind.  A missing prerequisite raises :class:`PrerequisiteError`
-with the command that installs it; ``.ci/install-prereqs.sh`` installs them all.
+with the command that installs it; :mod:`~llblib_async.testing.provision` (``python -m
+llblib_async.testing.provision tests``, which ``nox -s tests`` runs) installs the Debian
+packages when run as root on Debian, and ``.ci/install-prereqs.sh`` installs them for CI.
 
 The pytest plugin :mod:`llblib_async.testing.plugin` wraps them as fixtures; it is opt-in
 (``pytest_plugins = ["llblib_async.testing.plugin"]`` in a top-level ``conftest.py``, or
@@ -33,10 +36,12 @@ if TYPE_CHECKING:
     from .attachable_server import serve_attachable
     from .binaries import (
         BUILDKIT_VERSION,
+        RUNC_VERSION,
         BuildkitBinaries,
         default_buildkit_version,
         default_cache_dir,
         ensure_buildkit_binaries,
+        ensure_runc,
     )
     from .buildkitd import BuildkitDaemon
     from .docker_registry import Registry, bcrypt_hash
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILDKIT_VERSION",
+    "RUNC_VERSION",
     "BuildkitBinaries",
     "BuildkitDaemon",
     "DockerDaemon",
@@ -55,6 +61,7 @@ __all__ = [
     "default_buildkit_version",
     "default_cache_dir",
     "ensure_buildkit_binaries",
+    "ensure_runc",
     "serve_attachable",
 ]
 
@@ -70,6 +77,8 @@ _LAZY = {
     "default_buildkit_version": "binaries",
     "default_cache_dir": "binaries",
     "ensure_buildkit_binaries": "binaries",
+    "ensure_runc": "binaries",
+    "RUNC_VERSION": "binaries",
     "serve_attachable": "attachable_server",
 }
 

@@ -50,6 +50,9 @@ INSTANCE_PREFIX = "llblib-"
 OWNER_FILE = "llblib-owner.json"
 
 RUNC = "/usr/sbin/runc"
+# In a buildkitd instance directory: a symlink to the runc that daemon runs (maybe a built
+# one, see binaries.ensure_runc), so that cleanup - even by a later process - uses it.
+INSTANCE_RUNC = "runc"
 # Daemons look their helpers up on PATH (dockerd: containerd, runc, docker-init); a pytest
 # started from a minimal environment may lack the sbin directories.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -63,7 +66,7 @@ _SCRUBBED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 DEFAULT_RUNC_ROOTS: tuple[str, ...] = ("/run/runc",)
 
 _MNT_DETACH = 2
-_INSTALL_HINT = "run .ci/install-prereqs.sh (Debian 12) or"
+_INSTALL_HINT = "run `python -m llblib_async.testing.provision tests` (as root on Debian it installs it) or"
 
 
 def base_dir() -> Path:
@@ -298,7 +301,10 @@ def delete_runc_containers(path: Path, roots: Iterable[str] = DEFAULT_RUNC_ROOTS
     re-parented and keeps running (and keeps its rootfs mounted).  ``runc delete --force``
     kills it and removes its state and cgroups.
     """
-    runc = RUNC if os.access(RUNC, os.X_OK) else shutil.which("runc", path=SYSTEM_PATH)
+    recorded = path / INSTANCE_RUNC
+    runc = next((str(c) for c in (recorded, Path(RUNC)) if os.access(c, os.X_OK)), None) or shutil.which(
+        "runc", path=SYSTEM_PATH
+    )
     if runc is None:
         return []
     prefix = str(path).rstrip("/") + "/"

@@ -4,7 +4,9 @@ Why each flag (see also the module docs of :mod:`llblib_async.testing`):
 
 * ``--oci-worker=true --containerd-worker=false``: BuildKit drives runc itself; no
   containerd to share or to start.
-* ``--oci-worker-binary /usr/sbin/runc``: Debian's runc, found without relying on PATH.
+* ``--oci-worker-binary <runc>``: Debian's ``/usr/sbin/runc`` (``$LLBLIB_RUNC``), found
+  without relying on PATH, or when there is none a runc built from the Go module proxy
+  (:func:`~llblib_async.testing.binaries.ensure_runc`).
 * ``--oci-worker-snapshotter auto`` (default): buildkitd test-mounts an overlay in its root
   and uses ``overlayfs`` when that works, ``native`` (plain copies) otherwise.  The root is
   under ``/var/tmp`` (a real disk; /tmp may be tmpfs and overlay-on-overlay fails inside
@@ -34,7 +36,7 @@ import grpclib.exceptions
 from .._pb.moby.buildkit import v1 as control
 from ..errors import DaemonUnreachableError
 from . import _proc
-from .binaries import BuildkitBinaries, ensure_buildkit_binaries
+from .binaries import BuildkitBinaries, ensure_buildkit_binaries, ensure_runc
 
 log = logging.getLogger("llblib_async.testing")
 
@@ -124,7 +126,7 @@ class BuildkitDaemon(_proc.StopOnExit):
         ``extra_args`` are appended to the command line, e.g. a second listener
         ``["--addr", "tcp://127.0.0.1:PORT", "--tlscacert", ca, "--tlscert", crt, "--tlskey", key]``.
         ``extra_config`` is appended to the generated buildkitd.toml.  Raises
-        :class:`~llblib_async.testing.PrerequisiteError` (not root, no runc, no Go) or
+        :class:`~llblib_async.testing.PrerequisiteError` (not root, no Go, runc cannot be built) or
         :class:`~llblib_async.errors.DaemonUnreachableError` (it died or never answered;
         the message carries the log's tail).
         """
@@ -134,6 +136,7 @@ class BuildkitDaemon(_proc.StopOnExit):
         workdir = _proc.make_instance_dir("buildkitd")
         try:
             _proc.check_socket_path(workdir / "buildkitd.sock")
+            (workdir / _proc.INSTANCE_RUNC).symlink_to(runc)  # for cleanup, even by a later process
             root, otel = workdir / "root", workdir / "otel-grpc.sock"
             (workdir / "buildkitd.toml").write_text(_CONFIG.format(root=root, otel=otel) + extra_config)
             argv = [
@@ -183,11 +186,12 @@ class BuildkitDaemon(_proc.StopOnExit):
     def check_prerequisites() -> str:
         """Raise :class:`~llblib_async.testing.PrerequisiteError` unless root and runc are there.
 
-        Cheap; call it before :func:`ensure_buildkit_binaries` to fail in a second instead
-        of after a multi-minute build.  Returns the runc path.
+        Call it before :func:`ensure_buildkit_binaries` to fail in a second instead of after
+        a multi-minute build.  Returns the runc path: the system one, or one built (about
+        ten seconds with a warm Go cache, see :func:`ensure_runc`) and cached.
         """
         _proc.require_root("buildkitd's OCI worker")
-        return _proc.require_program(_proc.RUNC, "runc", "buildkitd's OCI worker")
+        return str(ensure_runc())
 
     @property
     def pid(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from pathlib import Path
 from . import _proc
 from .prerequisite import PrerequisiteError
 
-__all__ = ["BUSYBOX_DOCKERFILE", "PushedImage", "push_busybox_image"]
+__all__ = [
+    "BUSYBOX_DOCKERFILE",
+    "DOCKERFILE_FRONTEND_DOCKERFILE",
+    "PushedImage",
+    "buildctl_push",
+    "push_busybox_image",
+    "push_dockerfile_frontend_image",
+]
 
 log = logging.getLogger("llblib_async.testing")
 
@@ -79,17 +87,83 @@ def push_busybox_image(
     :class:`~llblib_async.testing.PrerequisiteError` with the log's tail if the build
     or the push fails.
     """
+    return buildctl_push(
+        buildctl=buildctl,
+        address=address,
+        context=rootfs,
+        dockerfile=BUSYBOX_DOCKERFILE,
+        repository=f"{registry_host}/{name}",
+        tag=tag,
+        workdir=workdir,
+        timeout=timeout,
+    )
+
+
+DOCKERFILE_FRONTEND_DOCKERFILE = """\
+FROM scratch
+LABEL moby.buildkit.frontend.network.none="true"
+LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,\\
+moby.buildkit.frontend.subrequests,moby.buildkit.frontend.contexts"
+COPY dockerfile-frontend /bin/dockerfile-frontend
+ENTRYPOINT ["/bin/dockerfile-frontend"]
+"""
+"""The Dockerfile of the frontend image (the release stage of BuildKit's own)."""
+
+
+def push_dockerfile_frontend_image(
+    *,
+    buildctl: Path,
+    address: str,
+    binary: Path,
+    registry_host: str,
+    workdir: Path,
+    name: str = "dockerfile-frontend",
+    tag: str = "latest",
+    timeout: float = 300.0,
+) -> PushedImage:
+    """Put BuildKit's Dockerfile frontend ``binary`` in an image and push it with ``buildctl``.
+
+    The image is what ``docker/dockerfile`` images are (``FROM scratch``, the static
+    binary as entrypoint, the frontend labels), so ``gateway.v0`` with ``source=<ref>``
+    runs it. Raises :class:`~llblib_async.testing.PrerequisiteError` when the push fails.
+    """
+    context = workdir / "context"
+    context.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binary, context / "dockerfile-frontend")
+    return buildctl_push(
+        buildctl=buildctl,
+        address=address,
+        context=context,
+        dockerfile=DOCKERFILE_FRONTEND_DOCKERFILE,
+        repository=f"{registry_host}/{name}",
+        tag=tag,
+        workdir=workdir,
+        timeout=timeout,
+    )
+
+
+def buildctl_push(
+    *,
+    buildctl: Path,
+    address: str,
+    context: Path,
+    dockerfile: str,
+    repository: str,
+    tag: str,
+    workdir: Path,
+    timeout: float = 300.0,
+) -> PushedImage:
+    """Build ``dockerfile`` on ``context`` with Go ``buildctl`` and push ``repository:tag``."""
     workdir.mkdir(parents=True, exist_ok=True)
     dockerfile_dir = workdir / "dockerfile"
     dockerfile_dir.mkdir(exist_ok=True)
-    (dockerfile_dir / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
+    (dockerfile_dir / "Dockerfile").write_text(dockerfile)
     metadata_file = workdir / "metadata.json"
     log_path = workdir / "buildctl.log"
-    repository = f"{registry_host}/{name}"
     argv = [
         str(buildctl), "--addr", address, "build",
         "--frontend", "dockerfile.v0",
-        "--local", f"context={rootfs}",
+        "--local", f"context={context}",
         "--local", f"dockerfile={dockerfile_dir}",
         "--output", f"type=image,name={repository}:{tag},push=true,registry.insecure=true",
         "--metadata-file", str(metadata_file),

@@ -236,3 +236,33 @@ def buildkit_busybox_image(
             workdir=workdir,
         )
     )
+
+
+@pytest.fixture(scope="session")
+def buildkit_dockerfile_frontend_image(
+    request: pytest.FixtureRequest, buildkit_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> PushedImage:
+    """BuildKit's own Dockerfile frontend, in an image on ``buildkit_registry``.
+
+    The frontend (``frontend/dockerfile/cmd/dockerfile-frontend``) is built with Go at the
+    pinned BuildKit version (cached next to buildkitd, like it), put in a ``FROM scratch``
+    image with the labels of BuildKit's release image and pushed by Go ``buildctl``; run it
+    with ``llb.frontend(image.ref, ...)`` (``gateway.v0``) or ``llb.dockerfile(...,
+    frontend=image.ref)``.
+    """
+    from .binaries import default_buildkit_version, ensure_dockerfile_frontend
+    from .images import push_dockerfile_frontend_image
+
+    binaries: BuildkitBinaries = request.getfixturevalue("buildkit_binaries")
+    daemon: BuildkitDaemon = request.getfixturevalue("buildkit_daemon")
+    workdir = tmp_path_factory.mktemp("dockerfile-frontend-image")
+    return _provision(
+        lambda: push_dockerfile_frontend_image(
+            buildctl=binaries.buildctl,
+            address=daemon.address,
+            binary=ensure_dockerfile_frontend(default_buildkit_version()),
+            registry_host=buildkit_registry.host,
+            workdir=workdir,
+            tag=default_buildkit_version(),
+        )
+    )
