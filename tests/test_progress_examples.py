@@ -63,7 +63,11 @@ def test_parallel_build_push(
     assert "[api] #" in res.stderr
     lines = res.stderr.splitlines()
     (index,) = {ln.split("#")[1].split()[0] for ln in lines if ln.endswith(" common setup")}
-    assert sum(f"#{index} DONE" in ln for ln in lines) == 1
+    # one vertex number for it; it ends once when it ran, and at most once per request when an
+    # earlier run left it in the cache (each request's solve then reports its own cached run)
+    ends = [ln for ln in lines if f"#{index} DONE" in ln or ln.endswith(f"#{index} CACHED")]
+    assert sum("DONE" in ln for ln in ends) <= 1
+    assert 1 <= len(ends) <= 3
     for name in ("api", "worker", "cli"):
         url = f"http://{buildkit_registry.host}/v2/llblib-example/{name}/tags/list"
         with urllib.request.urlopen(url, timeout=10) as resp:
