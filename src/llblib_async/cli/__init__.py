@@ -225,6 +225,11 @@ async def _build(args: argparse.Namespace) -> Exit:
         requests = await load_requests(args.script, solver, **options)
     except ScriptError as err:
         raise _Fail(Exit.SCRIPT, str(err)) from err
+    except TypeError as err:
+        if not options:
+            raise
+        # llblib_async.OnError exists but requests do not take on_error= (yet)
+        raise _Fail(Exit.UNAVAILABLE, f"--debug-on-error is not available: {err}") from err
     failure: BaseException | None = None
     async with (
         _client(args) as client,
