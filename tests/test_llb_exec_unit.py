@@ -368,7 +368,10 @@ def test_exec_state_root_and_repr() -> None:
     assert isinstance(es, llb.ExecState)
     assert type(es.root) is llb.State
     assert es.root.output == es.output
-    assert es.root == llb.State(output=es.output)
+    # the root keeps the settings, including the image's pending base config
+    assert es.root == llb.State(output=es.output, image_config=es.image_config)
+    assert es.image_config is not None
+    assert es.image_config.is_bare_base
     assert "ExecOp echo hi" in repr(es)
 
 

@@ -19,13 +19,14 @@ import hmac
 import json
 import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from grpclib.const import Status
@@ -117,33 +118,89 @@ RFC8032_VECTORS = [
 # --------------------------------------------------------------------------- Ed25519
 
 
+class _Ed25519(NamedTuple):
+    public_key: Callable[[bytes], bytes]
+    sign: Callable[[bytes, bytes], bytes]
+    verify: Callable[[bytes, bytes, bytes], bool]
+
+
+def _openssl_backend() -> _Ed25519:
+    # The module picks cryptography when it is installed; the test environment has it.
+    assert _ed25519.BACKEND == "cryptography", "the test environment installs cryptography"
+    return _Ed25519(_ed25519.public_key, _ed25519.sign, _ed25519.verify)
+
+
+ED25519_BACKENDS = {
+    "python": lambda: _Ed25519(_ed25519.python_public_key, _ed25519.python_sign, _ed25519.python_verify),
+    "cryptography": _openssl_backend,
+}
+
+
+@pytest.fixture(params=sorted(ED25519_BACKENDS))
+def ed25519(request: pytest.FixtureRequest) -> _Ed25519:
+    """Both Ed25519 implementations: OpenSSL through cryptography, and the fallback."""
+    return ED25519_BACKENDS[request.param]()
+
+
 @pytest.mark.parametrize(("seed", "public", "message", "signature"), RFC8032_VECTORS)
-async def test_ed25519_rfc8032_vectors(seed: str, public: str, message: str, signature: str) -> None:
+async def test_ed25519_rfc8032_vectors(
+    ed25519: _Ed25519, seed: str, public: str, message: str, signature: str
+) -> None:
     sk, pk, msg, sig = (bytes.fromhex(x) for x in (seed, public, message, signature))
-    assert _ed25519.public_key(sk) == pk
-    assert _ed25519.sign(sk, msg) == sig
-    assert _ed25519.verify(pk, msg, sig)
-    assert not _ed25519.verify(pk, msg + b"x", sig)
-    assert not _ed25519.verify(pk, msg, sig[:-1] + bytes([sig[-1] ^ 1]))
-    assert not _ed25519.verify(pk, msg, bytes([sig[0] ^ 1]) + sig[1:])
+    assert ed25519.public_key(sk) == pk
+    assert ed25519.sign(sk, msg) == sig
+    assert ed25519.verify(pk, msg, sig)
+    assert not ed25519.verify(pk, msg + b"x", sig)
+    assert not ed25519.verify(pk, msg, sig[:-1] + bytes([sig[-1] ^ 1]))
+    assert not ed25519.verify(pk, msg, bytes([sig[0] ^ 1]) + sig[1:])
 
 
-async def test_ed25519_rejects_malformed_input() -> None:
+async def test_ed25519_rejects_malformed_input(ed25519: _Ed25519) -> None:
     seed = bytes(range(32))
-    pk, sig = _ed25519.public_key(seed), _ed25519.sign(seed, b"m")
+    pk, sig = ed25519.public_key(seed), ed25519.sign(seed, b"m")
     with pytest.raises(ValueError, match="32 bytes"):
-        _ed25519.public_key(b"short")
-    assert not _ed25519.verify(pk[:31], b"m", sig)
-    assert not _ed25519.verify(pk, b"m", sig[:63])
+        ed25519.public_key(b"short")
+    with pytest.raises(ValueError, match="32 bytes"):
+        ed25519.sign(b"short", b"m")
+    assert not ed25519.verify(pk[:31], b"m", sig)
+    assert not ed25519.verify(pk, b"m", sig[:63])
     # S >= L (a malleated signature: S + L) is refused
     order = 2**252 + 27742317777372353535851937790883648493
     s = int.from_bytes(sig[32:], "little") + order
-    assert not _ed25519.verify(pk, b"m", sig[:32] + s.to_bytes(32, "little"))
+    assert not ed25519.verify(pk, b"m", sig[:32] + s.to_bytes(32, "little"))
     # y >= p is not a canonical point encoding
-    assert not _ed25519.verify(b"\xff" * 31 + b"\x7f", b"m", sig)
+    assert not ed25519.verify(b"\xff" * 31 + b"\x7f", b"m", sig)
 
 
-async def test_ed25519_matches_openssl(tmp_path: Path) -> None:
+async def test_ed25519_backends_give_the_same_keys_and_signatures() -> None:
+    python, openssl = ED25519_BACKENDS["python"](), ED25519_BACKENDS["cryptography"]()
+    for i in range(8):
+        seed, message = os.urandom(32), os.urandom(97 * i)
+        assert python.public_key(seed) == openssl.public_key(seed)
+        signature = python.sign(seed, message)
+        assert signature == openssl.sign(seed, message)
+        assert python.verify(python.public_key(seed), message, signature)
+        assert openssl.verify(openssl.public_key(seed), message, signature)
+
+
+async def test_ed25519_falls_back_to_python_without_cryptography() -> None:
+    """Without the cryptography package the module uses its own implementation."""
+    code = (
+        "import sys; sys.modules['cryptography'] = None\n"  # makes `import cryptography` fail
+        "from llblib_async.attachables import _ed25519 as e\n"
+        "assert e.BACKEND == 'python', e.BACKEND\n"
+        "assert e.sign is e.python_sign and e.verify is e.python_verify\n"
+        "print(e.sign(bytes(32), b'm').hex())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert bytes.fromhex(out.decode().strip()) == _ed25519.sign(bytes(32), b"m")
+
+
+async def test_ed25519_matches_openssl(ed25519: _Ed25519, tmp_path: Path) -> None:
     """Random seeds: our public keys and signatures equal OpenSSL's."""
     for i in range(3):
         seed, message = os.urandom(32), os.urandom(1 + 40 * i)  # openssl 3.0 refuses empty input
@@ -158,8 +215,8 @@ async def test_ed25519_matches_openssl(tmp_path: Path) -> None:
             _openssl, "pkeyutl", "-sign", "-rawin", "-inkey", str(key), "-in", str(tmp_path / "msg")
         )
         openssl_pub = await asyncio.to_thread(_openssl, "pkey", "-in", str(key), "-pubout", "-outform", "DER")
-        assert _ed25519.public_key(seed) == openssl_pub[-32:]
-        assert _ed25519.sign(seed, message) == openssl_sig
+        assert ed25519.public_key(seed) == openssl_pub[-32:]
+        assert ed25519.sign(seed, message) == openssl_sig
 
 
 def _openssl(*args: str) -> bytes:
@@ -295,7 +352,7 @@ async def test_fetch_token_refuses_unsafe_realms(tmp_path: Path, monkeypatch: py
     # HTTP to it), and anywhere with insecure_token_realms=True
     asked: list[str] = []
 
-    def fake_get(request: Any) -> dict[str, Any]:
+    async def fake_get(request: Any) -> dict[str, Any]:
         asked.append(request.realm)
         return {"token": "t"}
 

@@ -418,9 +418,9 @@ async def test_bad_locals_fail_the_request_before_anything_is_sent(
 async def test_oci_layout_exports_of_concurrent_requests_go_to_their_own_dirs(
     buildkit_daemon: BuildkitDaemon, tmp_path: Path
 ) -> None:
-    """``OCILayoutExport`` on ``Session.do``: the daemon writes through the session's one
-    ``export`` content store, so concurrent requests take turns; each layout directory
-    ends up with its own image (config label checked through the blobs)."""
+    """``OCILayoutExport`` on ``Session.do``: the daemon writes through a session's one
+    ``export`` content store, so concurrent requests get private export sessions; each
+    layout directory ends up with its own image (config label checked through the blobs)."""
     solver = Solver()
     requests = []
     for i in range(3):

@@ -26,13 +26,17 @@ from .daemon_info import BuildkitInfo, UsageRecord, Worker
 from .errors import (
     AddressError,
     AuthConfigError,
+    BaseImageError,
     BuildKitError,
     ConnectionLostError,
+    ContainerError,
+    ContainerExitError,
     DaemonError,
     DaemonUnreachableError,
     DockerfileError,
     ExportError,
     FrontendQueryError,
+    LateAttachableError,
     LocalDirError,
     PatternError,
     ProgressModeError,
@@ -66,8 +70,9 @@ from .frontend_queries import (
     outline,
     targets,
 )
-from .gateway import FileStat, Result
+from .gateway import Container, ContainerOptions, FileStat, OnError, Process, Result
 from .gateway_resolver import GatewayResolver
+from .process_result import ProcessResult
 from .progress import (
     NullProgress,
     PlainProgress,
@@ -79,7 +84,14 @@ from .progress import (
     fan_out,
     open_progress,
 )
-from .request import RESPONSE_IMAGE_CONFIG_KEY, Request, RequestOptions, ResultHandler, SolveResult
+from .request import (
+    RESPONSE_IMAGE_CONFIG_KEY,
+    Descriptor,
+    Request,
+    RequestOptions,
+    ResultHandler,
+    SolveResult,
+)
 from .session import Session
 from .solver import Solver
 
@@ -90,6 +102,7 @@ __all__ = [
     "AddressError",
     "Attachable",
     "AuthConfigError",
+    "BaseImageError",
     "BuildArg",
     "BuildKitError",
     "BuildkitInfo",
@@ -97,8 +110,13 @@ __all__ = [
     "CacheImport",
     "Client",
     "ConnectionLostError",
+    "Container",
+    "ContainerError",
+    "ContainerExitError",
+    "ContainerOptions",
     "DaemonError",
     "DaemonUnreachableError",
+    "Descriptor",
     "DockerAuthProvider",
     "DockerExport",
     "DockerfileError",
@@ -108,6 +126,7 @@ __all__ = [
     "FrontendQueryError",
     "GatewayResolver",
     "ImageExport",
+    "LateAttachableError",
     "LintReport",
     "LintWarning",
     "LocalDirError",
@@ -116,10 +135,13 @@ __all__ = [
     "NullProgress",
     "OCIExport",
     "OCILayoutExport",
+    "OnError",
     "Outline",
     "OutlineItem",
     "PatternError",
     "PlainProgress",
+    "Process",
+    "ProcessResult",
     "ProgressModeError",
     "ProgressModel",
     "ProgressSink",

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from grpclib.const import Status
 
+from .process_result import ProcessResult
+
 
 class BuildKitError(Exception):
     """Base class of every llblib-async error."""
@@ -123,7 +125,12 @@ class SolveError(BuildKitError):
     or the frontend's error points at; ``str()`` shows them as ``docker build`` does.
     ``frontend`` names the frontend that failed (``dockerfile.v0``), ``stack`` holds
     the daemon's Go stack frames (``function (file:line)``), for bug reports.
+    ``debug`` holds what the request's ``on_error=`` commands gave (one
+    :class:`~llblib_async.ProcessResult` per command, run in the failed step's
+    container); it is empty without ``on_error`` or when the failed op was no exec.
     """
+
+    debug: tuple[ProcessResult, ...] = ()
 
     def __init__(
         self,
@@ -153,6 +160,42 @@ class SolveError(BuildKitError):
         self.sources = tuple(sources)
         self.frontend = frontend
         self.stack = tuple(stack)
+
+
+class ContainerExitError(BuildKitError):
+    """A process in a container on the build worker exited with a non-zero status.
+
+    ``exit_code`` is its status, ``command`` its command line, ``result`` the whole
+    :class:`~llblib_async.ProcessResult` (captured output included); the message
+    ends with the tail of its output.
+    """
+
+    def __init__(self, result: ProcessResult) -> None:
+        text = f"process {list(result.args)!r} exited with code {result.exit_code}"
+        if result.error and not result.error.startswith("exit code:"):
+            text += f" ({result.error})"
+        tail = result.output_tail()
+        if tail:
+            text += "\n" + tail
+        super().__init__(text)
+        self.result = result
+        self.exit_code = result.exit_code
+        self.command = result.args
+
+    @property
+    def output(self) -> str:
+        """The tail of the process's captured output."""
+        return self.result.output_tail()
+
+
+class ContainerError(BuildKitError, ValueError):
+    """A container option is unusable (``option`` names it, ``value`` is what was given)."""
+
+    def __init__(self, option: str, value: object, reason: str) -> None:
+        super().__init__(f"container option {option}={value!r}: {reason}")
+        self.option = option
+        self.value = value
+        self.reason = reason
 
 
 class UploadError(SolveError):
@@ -205,6 +248,25 @@ class FrontendQueryError(BuildKitError):
 
 class SessionClosedError(BuildKitError, RuntimeError):
     """The session was closed (its ``async with`` block left) before or while a request ran."""
+
+
+class LateAttachableError(BuildKitError, RuntimeError):
+    """An attachable was added to a :class:`~llblib_async.Solver` while a session of it was open.
+
+    The daemon learns a session's services from the method list announced when the
+    session opens, and every request of the session names that one session, so an
+    open session can never serve a new attachable; the solver raises instead of
+    accepting something that would silently never be called. ``attachable`` is the
+    object that was refused.
+    """
+
+    def __init__(self, attachable: object) -> None:
+        super().__init__(
+            f"cannot add attachable {attachable!r}: a session of this solver is open, and the"
+            " daemon learns a session's services only when it opens; add it before"
+            " solver.session(...) (or open a new session after this one closed)"
+        )
+        self.attachable = attachable
 
 
 class ExportError(BuildKitError):
@@ -269,4 +331,16 @@ class ProgressModeError(BuildKitError, ValueError):
     def __init__(self, mode: str, reason: str) -> None:
         super().__init__(f"progress mode {mode!r}: {reason}")
         self.mode = mode
+        self.reason = reason
+
+
+class BaseImageError(BuildKitError):
+    """The config of a State's base image (``llb.image(ref)``) could not be resolved for an
+    image export; ``ref`` is the base's reference, ``reason`` why (the resolver's error is
+    the ``__cause__``). Nothing was exported: the build was cancelled. Pass
+    ``inherit_config=False`` to ``llb.image`` to export without the base's config."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"cannot resolve the config of base image {ref!r}: {reason}")
+        self.ref = ref
         self.reason = reason

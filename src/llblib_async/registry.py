@@ -7,15 +7,17 @@ list), then the config blob, and checks every digest on the way.  It is what
 llblib's default resolver does from the client host (anonymous HTTPS), plus
 basic auth and the bearer-token flow, and plain HTTP for loopback registries.
 
-It speaks just enough HTTP/1.1 itself (one request per connection, bounded
-bodies and redirects) so the package needs no HTTP library.
+HTTP goes through httpx (:mod:`llblib_async._wire.http`: one client per
+:meth:`RegistryResolver.resolve`, connections kept alive within it, bounded bodies,
+redirects followed here so credentials stay on their host), through the proxies
+``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name, with Go's rules (loopback
+registries are never proxied).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import re
@@ -25,7 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import httpx
+
 from ._wire.address import is_loopback_hostname
+from ._wire.http import http_client, read_limited
 from .errors import RegistryError
 from .llb.platform import Platform, default_platform
 from .llb.reference import normalize_image_ref
@@ -42,7 +47,6 @@ _MANIFEST_ACCEPT: Final = ", ".join(
 _INDEX_TYPES: Final = frozenset({MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST})
 
 _MAX_MANIFEST: Final = 4 << 20  # distribution itself refuses manifests over 4 MiB
-_MAX_HEADERS: Final = 64 << 10
 _MAX_REDIRECTS: Final = 5
 _DOCKER_HUB: Final = "docker.io"
 _DOCKER_HUB_ENDPOINT: Final = "registry-1.docker.io"
@@ -85,7 +89,7 @@ def _check_digest(ref: str, what: str, expected: str, data: bytes) -> None:
         raise RegistryError(ref, f"{what} digest mismatch: expected {expected}, got {actual}")
 
 
-# --- a minimal HTTP/1.1 client ------------------------------------------------------------------------
+# --- HTTP (httpx, see _wire/http.py) -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,82 +99,16 @@ class _Response:
     body: bytes
 
 
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
-    body = bytearray()
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            # trailers end with an empty line
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return bytes(body)
-        if len(body) + size > limit:
-            raise ValueError(f"response body larger than {limit} bytes")
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
-
-
 async def _http_get(
-    url: str, headers: Mapping[str, str], *, limit: int, ssl_context: ssl.SSLContext
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], *, limit: int
 ) -> _Response:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"unsupported URL {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    reader, writer = await asyncio.open_connection(
-        parts.hostname,
-        port,
-        ssl=ssl_context if parts.scheme == "https" else None,
-        limit=_MAX_HEADERS,
-    )
-    try:
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        host_header = parts.netloc.rpartition("@")[2]
-        lines = [
-            f"GET {target} HTTP/1.1",
-            f"Host: {host_header}",
-            "Connection: close",
-            "User-Agent: llblib-async",
-        ]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[0].startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x response: {status_line!r}")
-        status = int(fields[1])
-        parsed: dict[str, str] = {}
-        for line in header_lines:
-            if not line:
-                continue
-            name, _, value = line.partition(":")
-            key = name.strip().lower()
-            parsed[key] = f"{parsed[key]}, {value.strip()}" if key in parsed else value.strip()
-        if parsed.get("transfer-encoding", "").lower() == "chunked":
-            body = await _read_chunked(reader, limit)
-        elif "content-length" in parsed:
-            length = int(parsed["content-length"])
-            if length > limit:
-                raise ValueError(f"response body of {length} bytes is larger than {limit}")
-            body = await reader.readexactly(length)
-        else:  # no length: the body runs until the server closes the connection
-            buffer = bytearray()
-            while chunk := await reader.read(65536):
-                buffer += chunk
-                if len(buffer) > limit:
-                    raise ValueError(f"response body larger than {limit} bytes")
-            body = bytes(buffer)
-        return _Response(status, parsed, body)
-    finally:
-        writer.close()
-        # The response is complete (or already failed); a messy close does not matter.
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
-            await writer.wait_closed()
+    async with client.stream("GET", url, headers=dict(headers)) as response:
+        body = await read_limited(response, limit)
+        fields = {k.lower(): response.headers[k] for k in response.headers}
+        return _Response(response.status_code, fields, body)
 
 
 _CHALLENGE_PARAM = r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?'
@@ -287,12 +225,18 @@ class RegistryResolver:
         :class:`RegistryError` (with the HTTP status) when the registry refuses
         or answers nonsense, including digest mismatches.
         """
+        async with http_client(timeout=self._timeout, verify=self._ssl) as client:
+            return await self._resolve(client, ref, platform)
+
+    async def _resolve(
+        self, client: httpx.AsyncClient, ref: str, platform: Platform | None
+    ) -> tuple[str, bytes]:
         registry, repository, tag, digest = split_reference(ref)
         wanted = platform or self._default_platform or default_platform()
         base = f"{self._base_url(registry)}/v2/{repository}"
         reference = digest or tag or "latest"
         body, media_type, top_digest = await self._manifest(
-            ref, registry, repository, f"{base}/manifests/{reference}"
+            client, ref, registry, repository, f"{base}/manifests/{reference}"
         )
         if digest is not None:
             _check_digest(ref, "manifest", digest, body)
@@ -302,7 +246,9 @@ class RegistryResolver:
         if media_type in _INDEX_TYPES or ("manifests" in manifest and "config" not in manifest):
             chosen = _pick_manifest(ref, manifest, wanted)
             chosen_digest = str(chosen.get("digest", ""))
-            body, _, _ = await self._manifest(ref, registry, repository, f"{base}/manifests/{chosen_digest}")
+            body, _, _ = await self._manifest(
+                client, ref, registry, repository, f"{base}/manifests/{chosen_digest}"
+            )
             _check_digest(ref, "platform manifest", chosen_digest, body)
             manifest = _json_object(ref, "manifest", body)
         config = manifest.get("config")
@@ -313,31 +259,40 @@ class RegistryResolver:
         if isinstance(size, int) and size > self._max_config:
             raise RegistryError(ref, f"config blob of {size} bytes exceeds max_config_size")
         response = await self._get(
-            ref, registry, repository, f"{base}/blobs/{config_digest}", {}, self._max_config
+            client, ref, registry, repository, f"{base}/blobs/{config_digest}", {}, self._max_config
         )
         _check_digest(ref, "config blob", config_digest, response.body)
         return top_digest, response.body
 
-    async def _manifest(self, ref: str, registry: str, repository: str, url: str) -> tuple[bytes, str, str]:
+    async def _manifest(
+        self, client: httpx.AsyncClient, ref: str, registry: str, repository: str, url: str
+    ) -> tuple[bytes, str, str]:
         response = await self._get(
-            ref, registry, repository, url, {"Accept": _MANIFEST_ACCEPT}, _MAX_MANIFEST
+            client, ref, registry, repository, url, {"Accept": _MANIFEST_ACCEPT}, _MAX_MANIFEST
         )
         media_type = response.headers.get("content-type", "").partition(";")[0].strip()
         # The digest of what we actually received, never trusted from a header.
         return response.body, media_type, _sha256(response.body)
 
     async def _get(
-        self, ref: str, registry: str, repository: str, url: str, headers: Mapping[str, str], limit: int
+        self,
+        client: httpx.AsyncClient,
+        ref: str,
+        registry: str,
+        repository: str,
+        url: str,
+        headers: Mapping[str, str],
+        limit: int,
     ) -> _Response:
         cached = self._auth.get((registry, repository))
         auth = {"Authorization": cached} if cached is not None else {}
         retried = False
         while True:
-            response = await self._follow(ref, url, {**headers, **auth}, limit)
+            response = await self._follow(client, ref, url, {**headers, **auth}, limit)
             if response.status == 401 and not retried:
                 retried = True
                 challenge = response.headers.get("www-authenticate", "")
-                auth = await self._authorize(ref, registry, repository, challenge)
+                auth = await self._authorize(client, ref, registry, repository, challenge)
                 if auth:
                     continue
             if response.status != 200:
@@ -346,7 +301,9 @@ class RegistryResolver:
                 )
             return response
 
-    async def _authorize(self, ref: str, registry: str, repository: str, challenge: str) -> dict[str, str]:
+    async def _authorize(
+        self, client: httpx.AsyncClient, ref: str, registry: str, repository: str, challenge: str
+    ) -> dict[str, str]:
         scheme, params = _parse_challenge(challenge)
         creds = self._credentials.get(registry)
         basic = (
@@ -364,7 +321,7 @@ class RegistryResolver:
             query["service"] = params["service"]
         url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(query)
         headers = {} if basic is None else {"Authorization": basic}
-        response = await self._follow(ref, url, headers, 1 << 20)
+        response = await self._follow(client, ref, url, headers, 1 << 20)
         if response.status != 200:
             raise RegistryError(
                 ref,
@@ -378,17 +335,19 @@ class RegistryResolver:
         self._auth[(registry, repository)] = f"Bearer {token}"
         return {"Authorization": f"Bearer {token}"}
 
-    async def _follow(self, ref: str, url: str, headers: Mapping[str, str], limit: int) -> _Response:
+    async def _follow(
+        self, client: httpx.AsyncClient, ref: str, url: str, headers: Mapping[str, str], limit: int
+    ) -> _Response:
         """GET ``url``, following redirects (blob stores); credentials never leave the original host."""
         origin = urllib.parse.urlsplit(url).netloc
         current = dict(headers)
         for _ in range(_MAX_REDIRECTS + 1):
             try:
                 async with asyncio.timeout(self._timeout):
-                    response = await _http_get(url, current, limit=limit, ssl_context=self._ssl)
-            except TimeoutError:
+                    response = await _http_get(client, url, current, limit=limit)
+            except (TimeoutError, httpx.TimeoutException):
                 raise RegistryError(ref, f"GET {url}: no answer within {self._timeout}s") from None
-            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+            except (OSError, ValueError, httpx.HTTPError) as err:
                 raise RegistryError(ref, f"GET {url}: {err}") from err
             if response.status in (301, 302, 303, 307, 308) and "location" in response.headers:
                 url = urllib.parse.urljoin(url, response.headers["location"])

@@ -11,9 +11,12 @@ through it:
 
 Each :meth:`Session.do` runs the request pipeline (:mod:`llblib_async._pipeline`): a
 *client-side gateway build* whose result handlers may read files of the result before
-the exporters run. Any number of ``do`` calls may run concurrently; exports to the
-client are serialised (see :mod:`llblib_async._pipeline.exports`), everything else
-runs in parallel.
+the exporters run. Any number of ``do`` calls run concurrently, downloads included:
+the daemon addresses a download (``LocalExport``, ``TarExport``, tarballs, OCI
+layouts) only by session and exporter index, so while one request downloads through
+the session, another that downloads gets a short-lived private session serving the
+same locals and attachables (:attr:`Session.export_sessions` counts them; see
+:mod:`llblib_async._pipeline.exports`).
 
 Open one with ``Solver.session(client)``; ``client.solve`` opens a one-request session
 with :func:`open_session`.
@@ -22,6 +25,7 @@ with :func:`open_session`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -55,12 +59,18 @@ T = TypeVar("T")
 class Session:
     """Runs build requests over one BuildKit session; open it with ``Solver.session``."""
 
-    def __init__(self, handle: SessionHandle, services: SessionServices) -> None:
+    def __init__(
+        self,
+        handle: SessionHandle,
+        services: SessionServices,
+        *,
+        image_resolver: llb.CachingResolver | None = None,
+    ) -> None:
         self._handle = handle
         self._services = services
         self._running: dict[anyio.CancelScope, anyio.Event] = {}
         self._closing = False
-        self._image_resolver: llb.CachingResolver | None = None
+        self._image_resolver = image_resolver
 
     @property
     def id(self) -> str:
@@ -83,6 +93,12 @@ class Session:
         """One entry per local-directory transfer so far (name, entries listed, files
         the daemon asked for, bytes sent): shows what was (not) sent again."""
         return tuple(self._services.filesync.transfers)
+
+    @property
+    def export_sessions(self) -> int:
+        """How many short-lived private sessions concurrent downloads needed so far
+        (a request downloading while another one downloads gets one)."""
+        return self._services.exports.private_sessions
 
     def add_local(self, name: str, path: Path) -> None:
         """Serve ``path`` as ``local://name`` (also done for each request's locals).
@@ -124,7 +140,9 @@ class Session:
         A :class:`~llblib_async.GatewayResolver` behind a
         :class:`~llblib_async.llb.CachingResolver`: one cache for the session, shared by
         all its requests, keeping only successes. Use it with
-        ``llb.config_ops.resolve_image`` or call :meth:`image`.
+        ``llb.config_ops.resolve_image`` or call :meth:`image`. Requests use it too, to
+        merge the config of a State built on ``llb.image(ref)`` onto the base image's
+        config when they export it as an image (each base resolved once per session).
         """
         if self._image_resolver is None:
             self._image_resolver = llb.CachingResolver(GatewayResolver(self._services))
@@ -148,9 +166,13 @@ class Session:
         ``pin_digest`` (the default) the source is pinned to the digest that was
         resolved, so the build uses exactly the image whose config was read.
 
-        Opting out: ``llb.image(ref)`` is the bare filesystem with no config (the
-        exported image then has only what the config helpers set); ``pin_digest=False``
-        keeps the tag floating. ``image_options`` go to :func:`llblib_async.llb.image`.
+        Compare ``llb.image(ref)``: no registry is asked when the State is built, runs
+        on it do not see the image's env, working dir or user, and only an image
+        exported from it inherits the base's config (merged in by the request, through
+        this session's :attr:`image_resolver`); ``llb.image(ref, inherit_config=False)``
+        opts out of that too (the exported image then has only what the config helpers
+        set). ``pin_digest=False`` keeps the tag floating. ``image_options`` go to
+        :func:`llblib_async.llb.image`.
         """
         return await llb.config_ops.resolve_image(
             ref, self.image_resolver, platform=platform, pin_digest=pin_digest, **image_options
@@ -222,17 +244,30 @@ async def open_session(
     # The daemon learns a session's methods when it opens, so the content store is
     # always served; requests add their local cache dirs (and OCI layout dirs) to it.
     content_store = ContentStore({})
+    attachables = tuple(attachables)
     served: list[Attachable] = [filesync, filesend, content_store, *attachables]
+
+    @contextlib.asynccontextmanager
+    async def open_private(exports: Sequence[Attachable]) -> AsyncIterator[str]:
+        # A request's own session for its downloads while another request downloads
+        # through this one (see _pipeline/exports.py): everything this session serves,
+        # with the request's own FileSend targets and content store.
+        private = [filesync, *exports, *attachables]
+        async with open_client_session(conn, session_id=new_id(), attachables=private) as h:
+            yield h.id
+
     async with open_client_session(conn, session_id=new_id(), attachables=served) as handle:
         services = SessionServices(
             conn=conn,
             session_id=handle.id,
             filesync=filesync,
             content_store=content_store,
-            exports=ExportRoute(filesend, content_store),
+            exports=ExportRoute(handle.id, filesend, content_store, open_private),
             progress=progress if progress is not None else NullProgress(),
         )
-        session = Session(handle, services)
+        resolver = llb.CachingResolver(GatewayResolver(services))
+        services = dataclasses.replace(services, image_resolver=resolver)
+        session = Session(handle, services, image_resolver=resolver)
         try:
             yield session
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Unpack
@@ -27,7 +27,8 @@ from ._pb.fsutil.types import Stat
 from .attachables.attachable import Attachable
 from .attachables.filesync import add_dir
 from .client import Client
-from .errors import LocalDirError
+from .errors import LateAttachableError, LocalDirError
+from .gateway.options import ContainerOptions
 from .progress import ProgressSink
 from .request import Request, RequestOptions
 from .session import Session, open_session
@@ -43,6 +44,7 @@ class Solver:
         self._owners: dict[str, tuple[int, int]] = {}
         self._attachables: list[Attachable] = []
         self._sessions: set[Session] = set()
+        self._opening = 0  # sessions opening or open
 
     @property
     def locals(self) -> Mapping[str, Path]:
@@ -77,12 +79,15 @@ class Solver:
     ) -> llb.State:
         """A local directory source, registered now (Go llblib's ``Solver.Local``).
 
-        Unlike a plain :func:`llb.local <llblib_async.llb.local>`, ``track_content``
-        defaults to true: the source is derived from the directory's current
+        Unlike a plain :func:`llb.local <llblib_async.llb.local>` (false there, for
+        Go ``llb.Local``'s bytes), ``track_content`` defaults to true, as Go llblib's
+        ``Solver.Local``: the source is derived from the directory's current
         content, so a session sends an unchanged directory once and a changed one
-        again (only the changed files). ``owner`` is the ``(uid, gid)`` every file
-        gets in the build (BuildKit's clients send 0:0). ``path`` may name a single
-        file: the source then holds just that file. Other keyword arguments go to
+        again (only the changed files); pass ``track_content=False`` for the plain
+        behaviour (a changed directory is not sent again within one session).
+        ``owner`` is the ``(uid, gid)`` every file gets in the build (BuildKit's
+        clients send 0:0). ``path`` may name a single file: the source then holds
+        just that file. Other keyword arguments go to
         :func:`llb.local <llblib_async.llb.local>`. Raises
         :class:`~llblib_async.errors.LocalDirError` if ``path`` does not exist.
         """
@@ -126,13 +131,24 @@ class Solver:
         return dataclasses.replace(opts, map=set_owner)
 
     def add_attachable(self, attachable: Attachable) -> None:
-        """Serve ``attachable`` (an object with grpclib ``__mapping__()``) in sessions opened later.
+        """Serve ``attachable`` (an object with grpclib ``__mapping__()``) in the sessions
+        this solver opens.
 
-        The methods of a session are announced when it opens, so a session already
-        open does not get it.
+        Raises :class:`~llblib_async.errors.LateAttachableError` (naming it) while a
+        session of this solver is open: the daemon learns a session's methods when it
+        opens, so an open session could never serve it. We raise rather than serve it
+        in a second session because every request names one session for all of its
+        services (secrets, SSH, auth, locals) and the requests already running or
+        made with the open session would still not see it; a new ``solver.session``
+        opened afterwards serves it. (Go llblib snapshots the solver when a session
+        opens and silently ignores later additions.) Locals are different: FileSync
+        is one method whatever the directory, so :meth:`add_local` and :meth:`local`
+        are served by open sessions at once.
         """
         if not callable(getattr(attachable, "__mapping__", None)):
             raise TypeError(f"{attachable!r} is not an attachable (no __mapping__())")
+        if self._opening:
+            raise LateAttachableError(attachable)
         self._attachables.append(attachable)
 
     def build(self, target: llb.State | llb.Definition, **options: Unpack[RequestOptions]) -> Request:
@@ -146,6 +162,38 @@ class Solver:
             for name, path in target.locals.items():
                 self.add_local(name, path)
         return Request.of(target, **options)
+
+    def container(
+        self,
+        root: llb.State,
+        args: str | Sequence[str] | None = None,
+        *,
+        label: str = "",
+        entitlements: Iterable[str] = (),
+        options: ContainerOptions | None = None,
+        **container_options: Any,
+    ) -> Request:
+        """A request that runs a container on the build worker (Go llblib's ``Solver.Container``).
+
+        The container's root filesystem is ``root`` (solved first) and its process
+        ``args``; the other keywords are :class:`~llblib_async.ContainerOptions`
+        (``env``, ``cwd``, ``user``, ``mounts``, ``network``, ``stdin``, ``stdout``,
+        ``terminal``, ``setup``, ``teardown``, ``check``...), or pass ``options=``.
+        ``session.do(request)`` runs it and answers a
+        :class:`~llblib_async.SolveResult` whose ``container`` is the process's
+        :class:`~llblib_async.ProcessResult`; a non-zero exit raises
+        :class:`~llblib_async.ContainerExitError` unless ``check=False``.
+        ``entitlements`` (e.g. ``security.insecure``) are the request's.
+
+        Deviations from Go: the request exports nothing (as in Go) and says so by
+        taking no ``exports``; the command defaults to ``root``'s ``with_args``, else
+        ``/bin/sh``; options are applied once.
+        """
+        if options is None:
+            options = ContainerOptions(args=args, **container_options)
+        elif args is not None or container_options:
+            raise TypeError("pass either options= or container keywords, not both")
+        return Request(state=root, container=options, label=label, entitlements=tuple(entitlements))
 
     @contextlib.asynccontextmanager
     async def session(
@@ -162,12 +210,16 @@ class Solver:
             client.connection,
             locals=self._locals,
             adjust=self._filters_for,
-            attachables=self._attachables,
+            attachables=tuple(self._attachables),
             progress=progress,
         )
-        async with opened as session:
-            self._sessions.add(session)
-            try:
-                yield session
-            finally:
-                self._sessions.discard(session)
+        self._opening += 1  # add_attachable refuses from now on, not only once it is open
+        try:
+            async with opened as session:
+                self._sessions.add(session)
+                try:
+                    yield session
+                finally:
+                    self._sessions.discard(session)
+        finally:
+            self._opening -= 1

@@ -69,6 +69,9 @@ class FailureLog:
             stack=err.stack,
         )
         enriched.__cause__ = err.__cause__
+        enriched.debug = err.debug
+        for note in getattr(err, "__notes__", ()):
+            enriched.add_note(note)
         return enriched
 
 

@@ -3,8 +3,11 @@
 Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
 ``client.solve``, which is a one-request session:
 
-1. plan its cache (:mod:`.cache_plan`) and build its ``SolveRequest``
-   (:mod:`.solve_request`): a *gateway build* with no definition;
+1. plan its cache (:mod:`.cache_plan`), take the session's
+   :class:`~.exports.ExportRoute` for its client-side exports (the session itself when
+   free, else a short-lived private session, so concurrent downloads overlap) and build
+   its ``SolveRequest`` (:mod:`.solve_request`): a *gateway build* with no definition,
+   naming that session;
 2. follow ``Control.Status`` for its ref into the session's progress sink and a
    :class:`~.failures.FailureLog`;
 3. ``Control.Solve`` (the daemon's gateway forwarder for the ref) and, side by side,
@@ -14,21 +17,39 @@ Every build goes this way -- :meth:`Session.do <llblib_async.Session.do>`, and
    :class:`FrontendBridge`) and serve its local directories, ``LLBBridge.Solve`` of the
    definition -- or, when the request's State *is* a frontend State, of the frontend
    itself, evaluated, so its result (per-platform refs and image configs) is what is
-   exported and a failing step fails here --, the result handlers, claiming the
-   session's :class:`~.exports.ExportRoute` when the request exports to the client,
-   ``Return``; the daemon then runs the exporters and ``Control.Solve`` returns. If
-   either half fails the other is cancelled, and cancelling ``Control.Solve`` cancels
-   the build in the daemon;
+   exported and a failing step fails here --, for an image export of a State on
+   ``llb.image`` the base image's config resolved through the session's
+   ``image_resolver`` (in this build) and the State's config merged onto it like
+   ``FROM`` (:func:`~llblib_async.llb.resolve_base_config`; the exporters read it from
+   the result metadata; a failure is a :class:`~llblib_async.errors.BaseImageError`
+   and cancels the build), the result handlers, ``Return``; the
+   daemon then runs the exporters and ``Control.Solve`` returns. If either half fails
+   the other is cancelled, and cancelling ``Control.Solve`` cancels the build in the
+   daemon;
 5. let the Status stream deliver the last logs, turn a failure into the most telling
    error (:func:`~.failures.explain`), record exported manifests in ``index.json`` and
    answer the :class:`~llblib_async.SolveResult`.
 
 A result handler's own exception is raised unchanged (not wrapped in an
 ``ExceptionGroup``); so is cancellation of the caller.
+
+Two more kinds of request take the same way:
+
+* a *container request* (``request.container``): instead of solving a result, the
+  bridge side runs the container (:meth:`~llblib_async.gateway.bridge.Bridge.run_container`:
+  its mounts solved, ``NewContainer``, the process, ``ReleaseContainer``) and returns an
+  empty result; the process's :class:`~llblib_async.ProcessResult` is the answer's
+  ``container``;
+* ``request.on_error``: a failed ``LLBBridge.Solve`` whose error names the failed exec
+  (``errdefs.Solve``) opens the ``OnError`` container(s) on the failed step's mounts
+  (:mod:`llblib_async.gateway.on_error`) before the error is raised -- with the results
+  on ``SolveError.debug`` -- or, with ``drop_error``, returned on the answer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +66,10 @@ from .._wire.grpc_errors import TRANSLATED_ERRORS, translating_errors
 from ..attachables.content_store import ContentStore
 from ..attachables.filesend import Target
 from ..attachables.filesync import FileSyncProvider
-from ..errors import BuildKitError, ConnectionLostError
+from ..errors import BaseImageError, BuildKitError, ConnectionLostError, SolveError
 from ..gateway.bridge import Bridge
+from ..gateway.on_error import debug_failed_step, failed_step
+from ..llb.base_config import using_base_resolver
 from ..llb.frontend import (
     FrontendRequest,
     FrontendResult,
@@ -56,6 +79,7 @@ from ..llb.frontend import (
 )
 from ..llb.image_config import EXPORTER_IMAGE_CONFIG_KEY
 from ..llb.marshal import marshal_scope
+from ..process_result import ProcessResult
 from ..progress import ProgressSink, StatusUpdate
 from ..request import RESPONSE_IMAGE_CONFIG_KEY, Request, SolveResult
 from .cache_plan import CachePlan, plan_cache
@@ -88,6 +112,9 @@ class SessionServices:
     content_store: ContentStore
     exports: ExportRoute
     progress: ProgressSink
+    #: resolves the configs of base images (``llb.image``) for image exports: the
+    #: session's ``image_resolver`` (one cache per session)
+    image_resolver: llb.ImageConfigResolver | None = None
 
 
 SolveTarget = Callable[["FrontendBridge", Request, CachePlan], Awaitable[gw.Result]]
@@ -104,12 +131,12 @@ async def run_request(
     uploads_before = len(session.filesync.transfers)
     cache = await plan_cache(request.cache_exports, request.cache_imports, request.exports)
     # Local cache dirs are keyed by their path, so requests can share them; the OCI
-    # layout store has one fixed id and is set while the request holds the export route.
+    # layout store has one fixed id, set in the session the export route gives the request.
     session.content_store.stores.update(cache.stores)
     ref = new_id()
-    message = solve_request(
-        request, ref=ref, session_id=session.session_id, cache=cache, is_moby=session.conn.is_moby
-    )
+    targets: dict[int, Target] = {
+        i: t for i, e in enumerate(request.exports) if (t := e.session_target()) is not None
+    }
     stub = control.ControlStub(session.conn.channel)
     log = FailureLog()
     served = _Served()
@@ -126,21 +153,33 @@ async def run_request(
     response: control.SolveResponse | None = None
     failed: BuildKitError | None = None
     other: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(follow_status)
-        try:
-            response = await _gateway_build(
-                session, stub, message, request, cache, served, target or _solve_target
-            )
-        except BuildKitError as err:
-            failed = err
-        except Exception as err:
-            # Not the build's failure (a result handler's, say): no logs to wait for.
-            # Raised outside the task group, which would wrap it in an ExceptionGroup.
-            other = err
-            tg.cancel_scope.cancel()
-        # Let the Status stream deliver the last logs (it normally ends by itself).
-        tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
+    # A State on llb.image exported as an image: its config is merged onto the base's,
+    # resolved in the build (below), so the exporters read it from the result metadata.
+    pending = request.pending_base_config
+    async with session.exports.route(targets, cache.layout) as session_id:
+        message = solve_request(
+            request,
+            ref=ref,
+            session_id=session_id,
+            cache=cache,
+            is_moby=session.conn.is_moby,
+            image_config=None if pending is not None else request.image_config,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_status)
+            try:
+                response = await _gateway_build(
+                    session, stub, message, request, cache, served, target or _solve_target, pending
+                )
+            except BuildKitError as err:
+                failed = err
+            except Exception as err:
+                # Not the build's failure (a result handler's, say): no logs to wait for.
+                # Raised outside the task group, which would wrap it in an ExceptionGroup.
+                other = err
+                tg.cancel_scope.cancel()
+            # Let the Status stream deliver the last logs (it normally ends by itself).
+            tg.cancel_scope.deadline = anyio.current_time() + STATUS_DRAIN_TIMEOUT
     if other is not None:
         raise other
     if failed is not None:
@@ -155,19 +194,34 @@ async def run_request(
     assert response is not None
     await cache.finish(response.exporter_response)
     exporter_response = dict(response.exporter_response)
-    if request.image_config is not None:
-        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, request.image_config.to_json().decode())
+    config = served.merged_config or request.image_config
+    if config is not None:
+        exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, config.to_json().decode())
     elif served.image_config:
         exporter_response.setdefault(RESPONSE_IMAGE_CONFIG_KEY, served.image_config.decode())
-    return SolveResult(ref=ref, exporter_response=MappingProxyType(exporter_response))
+    dropped = log.enrich(served.error) if served.error is not None else None
+    return dataclasses.replace(
+        SolveResult.of(request, ref, exporter_response),
+        container=served.container,
+        mounts=MappingProxyType(served.mounts),
+        debug=served.debug,
+        error=dropped if isinstance(dropped, SolveError) else None,
+    )
 
 
 @dataclass(slots=True)
 class _Served:
-    """What the client half of a build learnt: the locals it served, the result's image config."""
+    """What the client half of a build learnt: the locals it served, the result's image
+    config, the State's config merged onto its base image's; a container request's
+    process and kept mounts; an error ``OnError`` dropped and what its commands gave."""
 
     locals: list[str] = field(default_factory=list)
     image_config: bytes = b""
+    merged_config: llb.ImageConfig | None = None
+    container: ProcessResult | None = None
+    mounts: dict[str, llb.State] = field(default_factory=dict)
+    debug: tuple[ProcessResult, ...] = ()
+    error: SolveError | None = None
 
 
 class FrontendBridge:
@@ -244,9 +298,24 @@ async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePl
         return await runner.solve(await spec.request(), evaluate=True)
     definition = await request.marshal()
     runner.serve(definition.locals)
-    return await runner._bridge.solve(
-        definition.to_pb(), evaluate=request.evaluate, cache_imports=cache.imports
-    )
+    # OnError needs the failure here, in the build, not at the first read of the result.
+    evaluate = request.evaluate or request.on_error is not None
+    return await runner._bridge.solve(definition.to_pb(), evaluate=evaluate, cache_imports=cache.imports)
+
+
+def _base_resolution(session: SessionServices) -> contextlib.AbstractContextManager[object]:
+    """Frontend inputs on ``llb.image`` resolve their base's config with the session's resolver."""
+    if session.image_resolver is None:
+        return contextlib.nullcontext()
+    return using_base_resolver(session.image_resolver)
+
+
+async def _merge_base(config: llb.ImageConfig, session: SessionServices) -> llb.ImageConfig:
+    """``config`` merged onto its pending base's config, resolved with the session's resolver."""
+    if session.image_resolver is None:
+        assert config.base is not None
+        raise BaseImageError(config.base.ref, "this session has no image resolver")
+    return await llb.resolve_base_config(config, session.image_resolver)
 
 
 async def _gateway_build(
@@ -257,16 +326,13 @@ async def _gateway_build(
     cache: CachePlan,
     served: _Served,
     target: SolveTarget,
+    pending: llb.ImageConfig | None,
 ) -> control.SolveResponse:
     """``Control.Solve`` (the gateway forwarder) and the ``LLBBridge`` side, side by side."""
     address = session.conn.address
     bridge = Bridge(session.conn.channel, message.ref, address)
-    targets: dict[int, Target] = {
-        i: t for i, e in enumerate(request.exports) if (t := e.session_target()) is not None
-    }
     responses: list[control.SolveResponse] = []
     errors: list[Exception] = []
-    holding_route = False
 
     async def control_solve() -> None:
         try:
@@ -277,33 +343,72 @@ async def _gateway_build(
             tg.cancel_scope.cancel()
 
     async def bridge_side() -> None:
-        nonlocal holding_route
         try:
             runner = FrontendBridge(bridge, session, cache, served)
-            with marshal_scope(session.session_id), using_frontend_runner(runner):
-                pb_result = await target(runner, request, cache)
+            with (
+                marshal_scope(session.session_id),
+                using_frontend_runner(runner),
+                _base_resolution(session),
+            ):
+                if request.container is not None:
+                    definition = await request.marshal()
+                    runner.serve(definition.locals)
+                    served.container, served.mounts = await bridge.run_container(
+                        definition.to_pb(), request.container
+                    )
+                    await bridge.return_result(gw.Result())
+                    return
+                solved = await _solve_or_debug(target, runner, request, cache, served)
+                if solved is not None and pending is not None:
+                    # In this build: the session's GatewayResolver asks through its bridge.
+                    served.merged_config = await _merge_base(pending, session)
+            if solved is None:  # failed, debugged, error dropped
+                await bridge.return_result(gw.Result())
+                return
+            pb_result = solved
             served.image_config = pb_result.metadata.get(EXPORTER_IMAGE_CONFIG_KEY, b"")
             result = bridge.result(pb_result)
             for handler in request.result_handlers:
                 await handler(result)
-            if targets or cache.layout is not None:
-                await session.exports.claim(targets, cache.layout)
-                holding_route = True
-            put_image_config(pb_result, request.exports, message.exporters)
+            put_image_config(pb_result, request.exports, message.exporters, resolved=served.merged_config)
             await bridge.return_result(pb_result)
         except Exception as e:
             errors.append(e)
             tg.cancel_scope.cancel()  # cancelling Control.Solve cancels the build
 
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(control_solve)
-            tg.start_soon(bridge_side)
-    finally:
-        if holding_route:
-            session.exports.release()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(control_solve)
+        tg.start_soon(bridge_side)
     if errors:
         raise errors[0]
     if not responses:
         raise ConnectionLostError(address, "Solve ended without a response")
     return responses[0]
+
+
+async def _solve_or_debug(
+    target: SolveTarget, runner: FrontendBridge, request: Request, cache: CachePlan, served: _Served
+) -> gw.Result | None:
+    """Solve ``target``; a failure goes through ``request.on_error`` first.
+
+    The failed exec is read from the error alone (its ``errdefs.Solve`` detail), so it
+    does not matter what made it: the request's graph, however deep, or a frontend
+    (a Dockerfile ``RUN``). ``None`` means the build failed and ``OnError.drop_error``
+    dropped the error (kept on ``served``).
+    """
+    on_error = request.on_error
+    try:
+        return await target(runner, request, cache)
+    except SolveError as err:
+        spec = failed_step(err) if on_error is not None else None
+        if on_error is None or spec is None:
+            raise
+        try:
+            err.debug = await debug_failed_step(runner.bridge.container, spec, on_error)
+        except BuildKitError as debug_err:
+            err.add_note(f"on_error could not debug the failed step: {debug_err}")
+            raise err from err.__cause__
+        if not on_error.drop_error:
+            raise
+        served.error, served.debug = err, err.debug
+        return None

@@ -8,7 +8,9 @@ Definition's cache plan and what the daemon is.
   before the exporters run, and one way serves every request.
 * Image exporters (``ImageExport``, ``DockerExport``, ``OCIExport``,
   ``OCILayoutExport``, ``MobyExport``) without an explicit ``image_config`` get the
-  request State's config as the exporter attr ``containerimage.config`` (spec §6).
+  request State's config as the exporter attr ``containerimage.config`` (spec §6) --
+  or, for a State on ``llb.image`` whose base config is merged in during the build,
+  as the result metadata of the same key (:func:`put_image_config`).
 * Daemons embedding BuildKit < v0.13 (Docker 20.10) read only the deprecated
   single-exporter fields, so on a Docker daemon the first exporter is written there
   too; newer daemons ignore them when ``exporters`` is set. Docker 20.10's ``moby``
@@ -40,16 +42,29 @@ def exporter_pb(export: Export, image_config: llb.ImageConfig | None) -> control
 
 
 def solve_request(
-    request: Request, *, ref: str, session_id: str, cache: CachePlan, is_moby: bool
+    request: Request,
+    *,
+    ref: str,
+    session_id: str,
+    cache: CachePlan,
+    is_moby: bool,
+    image_config: llb.ImageConfig | None,
 ) -> control.SolveRequest:
-    """The ``Control.Solve`` call that opens ``request``'s gateway build ``ref``."""
-    exporters = [exporter_pb(e, request.image_config) for e in request.exports]
+    """The ``Control.Solve`` call that opens ``request``'s gateway build ``ref``.
+
+    ``image_config`` goes to the image exporters; ``None`` when the request has none,
+    or when it is only known once the build runs (a State on ``llb.image`` whose
+    base config is resolved in the build): :func:`put_image_config` then puts it in
+    the result's metadata, which every image exporter reads when the attr is absent.
+    """
+    exporters = [exporter_pb(e, image_config) for e in request.exports]
     message = control.SolveRequest(
         ref=ref,
         session=session_id,
         exporters=exporters,
         entitlements=list(request.entitlements),
         frontend_attrs=dict(request.frontend_attrs),
+        internal=not request.record_history,
     )
     if cache.exports or cache.imports:
         message.cache = control.CacheOptions(exports=cache.exports, imports=cache.imports)
@@ -60,13 +75,21 @@ def solve_request(
 
 
 def put_image_config(
-    result: gw.Result, exports: Sequence[Export], exporters: Sequence[control.Exporter]
+    result: gw.Result,
+    exports: Sequence[Export],
+    exporters: Sequence[control.Exporter],
+    *,
+    resolved: llb.ImageConfig | None = None,
 ) -> None:
-    """Copy the first image exporter's config into the result metadata (for Docker 20.10).
+    """Copy the first image exporter's config into the result metadata (for Docker 20.10),
+    or put ``resolved`` there (a config merged onto its base image's during the build).
 
-    Newer exporters read both the attr and the metadata, the attr winning, so this
-    changes nothing for them.
+    Exporters read both the attr and the metadata, the attr winning, so an export
+    with an explicit ``image_config`` keeps it.
     """
+    if resolved is not None:
+        result.metadata[EXPORTER_IMAGE_CONFIG_KEY] = resolved.to_json()
+        return
     for export, exporter in zip(exports, exporters, strict=True):
         config = exporter.attrs.get(EXPORTER_IMAGE_CONFIG_KEY)
         if config is not None and getattr(export, "accepts_image_config", False):

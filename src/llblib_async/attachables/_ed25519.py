@@ -1,10 +1,20 @@
-"""Ed25519 (RFC 8032, section 5.1) in pure Python, for the session's registry token authority.
+"""Ed25519 (RFC 8032, section 5.1) for the session's registry token authority.
 
 BuildKit's daemon checks that a session which answers ``Auth/GetTokenAuthority`` holds the
 private key of the public key it gave, by asking it to sign a random payload
-(``VerifyTokenAuthority``).  That needs Ed25519 signatures; the ``cryptography`` package
-is not a dependency of llblib-async, so this module implements the algorithm with Python
-integers, after the structure of RFC 8032's own reference code (section 6):
+(``VerifyTokenAuthority``).  That needs Ed25519 signatures.
+
+:func:`public_key`, :func:`sign` and :func:`verify` use the ``cryptography`` package
+(OpenSSL: constant-time, ~50x faster) when it is installed -- ``pip install
+llblib-async[crypto]`` -- and otherwise the pure-Python implementation below
+(:func:`python_public_key`, :func:`python_sign`, :func:`python_verify`), so that
+llblib-async keeps working with no compiled dependency.  :data:`BACKEND` says which
+one is in use (``"cryptography"`` or ``"python"``).  Both give byte-identical keys
+and signatures (Ed25519 signing is deterministic); the tests check both against the
+RFC 8032 vectors and against each other.
+
+The fallback implements the algorithm with Python integers, after the structure of
+RFC 8032's own reference code (section 6):
 
 * the curve is the twisted Edwards curve ``-x^2 + y^2 = 1 + d*x^2*y^2`` over GF(p),
   ``p = 2^255 - 19``; points are kept in extended homogeneous coordinates
@@ -17,7 +27,7 @@ integers, after the structure of RFC 8032's own reference code (section 6):
 * signing is deterministic (section 5.1.6); verification checks ``[S]B = R + [k]A``
   (section 5.1.7, the cofactorless equation, like Go's ``crypto/ed25519``).
 
-Not constant-time: Python integers leak timing.  That is acceptable here - the keys are
+The fallback is not constant-time: Python integers leak timing.  That is acceptable here - the keys are
 derived per session from a per-daemon salt and a random per-client seed, they only prove
 "this session is the one that gave that public key", and they never leave the process -
 but do not use this module for long-lived secrets.  It is tested against the RFC 8032
@@ -27,8 +37,20 @@ section 7.1 vectors and against OpenSSL.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Literal
 
-__all__ = ["SEED_SIZE", "SIGNATURE_SIZE", "public_key", "sign", "verify"]
+__all__ = [
+    "BACKEND",
+    "SEED_SIZE",
+    "SIGNATURE_SIZE",
+    "public_key",
+    "python_public_key",
+    "python_sign",
+    "python_verify",
+    "sign",
+    "verify",
+]
 
 SEED_SIZE = 32
 PUBLIC_KEY_SIZE = 32
@@ -138,13 +160,13 @@ def _expand(seed: bytes) -> tuple[int, bytes]:
     return a, digest[32:]
 
 
-def public_key(seed: bytes) -> bytes:
+def python_public_key(seed: bytes) -> bytes:
     """The 32-byte public key of a 32-byte seed (Go: ``NewKeyFromSeed(seed).Public()``)."""
     a, _ = _expand(seed)
     return _encode(_multiply(a, _BASE))
 
 
-def sign(seed: bytes, message: bytes) -> bytes:
+def python_sign(seed: bytes, message: bytes) -> bytes:
     """The 64-byte signature ``R || S`` of ``message`` (section 5.1.6)."""
     a, prefix = _expand(seed)
     public = _encode(_multiply(a, _BASE))
@@ -154,7 +176,7 @@ def sign(seed: bytes, message: bytes) -> bytes:
     return encoded_r + s.to_bytes(32, "little")
 
 
-def verify(public: bytes, message: bytes, signature: bytes) -> bool:
+def python_verify(public: bytes, message: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is a valid signature of ``message`` by ``public`` (5.1.7)."""
     if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
@@ -167,3 +189,47 @@ def verify(public: bytes, message: bytes, signature: bytes) -> bool:
         return False
     k = _hash_int(signature[:32], public, message)
     return _equal(_multiply(s, _BASE), _add(r_point, _multiply(k, a_point)))
+
+
+# --------------------------------------------------------------------------- cryptography
+
+
+def _check_seed(seed: bytes) -> None:
+    if len(seed) != SEED_SIZE:
+        raise ValueError(f"an Ed25519 seed is {SEED_SIZE} bytes, not {len(seed)}")
+
+
+def _openssl() -> (
+    tuple[Callable[[bytes], bytes], Callable[[bytes, bytes], bytes], Callable[[bytes, bytes, bytes], bool]]
+    | None
+):
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    except ImportError:
+        return None
+
+    def openssl_public_key(seed: bytes) -> bytes:
+        _check_seed(seed)
+        return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+    def openssl_sign(seed: bytes, message: bytes) -> bytes:
+        _check_seed(seed)
+        return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+    def openssl_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+        if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    return openssl_public_key, openssl_sign, openssl_verify
+
+
+_chosen = _openssl()
+#: Which implementation :func:`public_key`, :func:`sign` and :func:`verify` use.
+BACKEND: Literal["cryptography", "python"] = "python" if _chosen is None else "cryptography"
+public_key, sign, verify = _chosen or (python_public_key, python_sign, python_verify)

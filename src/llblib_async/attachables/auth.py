@@ -33,7 +33,10 @@ by this process, so a registry password never reaches the daemon:
 at each request, as Go does) makes ``GetTokenAuthority`` answer ``UNAVAILABLE``: the
 daemon falls back to asking ``Credentials`` and fetching tokens itself.
 
-Token requests use certificate-verified HTTPS; plain ``http://`` realms are accepted only
+Token requests go through httpx (:mod:`llblib_async._wire.http`) and so through the
+proxies ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name, with the rules of Go's
+``ProxyFromEnvironment`` that the Go provider uses (loopback never proxied).
+They use certificate-verified HTTPS; plain ``http://`` realms are accepted only
 on loopback hosts or on the registry's own host name (the daemon already talks to it in
 plain HTTP, i.e. it is configured insecure), unless ``insecure_token_realms=True``.
 Authorization headers are never forwarded on redirects.  :attr:`DockerAuthProvider.calls`
@@ -50,15 +53,11 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import secrets
 import shutil
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple, Unpack
@@ -66,6 +65,7 @@ from typing import Any, TypeVar, TypeVarTuple, Unpack
 import anyio
 import grpclib.const
 import grpclib.server
+import httpx
 from grpclib.exceptions import GRPCError
 
 from .._pb.moby.filesync.v1 import (
@@ -79,6 +79,7 @@ from .._pb.moby.filesync.v1 import (
     VerifyTokenAuthorityResponse,
 )
 from .._wire.address import is_loopback_hostname
+from .._wire.http import http_client, read_limited
 from ..errors import AuthConfigError, TokenFetchError
 from . import _ed25519
 
@@ -101,7 +102,7 @@ TOKEN_TIMEOUT = 50.0
 #: ``expires_in`` when the token server gives none (Go's ``defaultExpiration``).
 DEFAULT_TOKEN_EXPIRY = 60
 _MAX_TOKEN_RESPONSE = 1 << 20
-_USER_AGENT = "llblib-async"
+_MAX_REDIRECTS = 10  # Go's http.Client stops after 10
 _SERVICE = "/moby.filesync.v1.Auth/"
 _CREDENTIALS = _SERVICE + "Credentials"
 _FETCH_TOKEN = _SERVICE + "FetchToken"
@@ -236,16 +237,16 @@ class DockerAuthProvider:
         )
         _check_realm(request)
         if not secret:
-            answer = await _in_thread(_fetch_with_get, request)
+            answer = await _fetch_with_get(request)
         else:
             try:
-                answer = await _in_thread(_fetch_with_oauth, request)
+                answer = await _fetch_with_oauth(request)
             except TokenFetchError as err:
                 # Registries without the OAuth POST form answer 404 (GCR), 401 (Artifactory)
                 # or 405: retry with GET and basic auth, like Go's authprovider.
                 if not (err.status in (401, 404) or (err.status == 405 and user)):
                     raise
-                answer = await _in_thread(_fetch_with_get, request)
+                answer = await _fetch_with_get(request)
         return _token_answer(request, answer)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
@@ -336,7 +337,7 @@ class _TokenRequest:
 
 
 async def _in_thread(func: Callable[[Unpack[_Args]], _T], *args: *_Args) -> _T:
-    """Run blocking work (HTTP, big-integer arithmetic) off the event loop."""
+    """Run blocking work (the pure-Python Ed25519's big-integer arithmetic) off the event loop."""
     return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True)
 
 
@@ -357,57 +358,50 @@ def _check_realm(request: _TokenRequest) -> None:
             )
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to URLs the realm policy accepts (see :func:`_check_realm`).
+async def _open(
+    request: _TokenRequest,
+    method: str,
+    url: str,
+    *,
+    form: Mapping[str, str] | None = None,
+    authorization: str | None = None,
+) -> dict[str, Any]:
+    """Send one token request, return the JSON object answered.
 
-    The Authorization header is added with ``add_unredirected_header`` and so is never
-    sent to a redirect target.
+    Redirects are followed here, each target checked by the realm policy
+    (:func:`_check_realm`); the Authorization header is never sent to a redirect
+    target; 301/302/303 turn a POST into a GET without body (what Go's client does).
     """
-
-    def __init__(self, request: _TokenRequest) -> None:
-        self.token_request = request
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        _check_realm(dataclasses.replace(self.token_request, realm=newurl))
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _open(request: _TokenRequest, http_request: urllib.request.Request) -> dict[str, Any]:
-    """Send ``http_request`` (no file:/ftp:/data: handlers), return the JSON object answered."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(context=ssl.create_default_context()),
-        _CheckedRedirects(request),
-        urllib.request.HTTPDefaultErrorHandler(),
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    http_request.add_header("User-Agent", _USER_AGENT)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    data = None if form is None else dict(form)
     try:
-        with opener.open(http_request, timeout=TOKEN_TIMEOUT) as response:
-            body = response.read(_MAX_TOKEN_RESPONSE + 1)
-    except urllib.error.HTTPError as err:
-        detail = err.read(4096).decode(errors="replace").strip()[:512]
-        method = http_request.get_method()
-        raise TokenFetchError(
-            request.host,
-            request.realm,
-            f"{method} answered {err.code} {err.reason}" + (f": {detail}" if detail else ""),
-            status=err.code,
-        ) from None
-    except (OSError, http.client.HTTPException) as err:
+        async with http_client(timeout=TOKEN_TIMEOUT) as client:
+            for _ in range(_MAX_REDIRECTS + 1):
+                async with client.stream(method, url, headers=headers, data=data) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = str(response.url.join(response.headers["location"]))
+                        _check_realm(dataclasses.replace(request, realm=url))
+                        headers = {}
+                        if response.status_code in (301, 302, 303):
+                            method, data = "GET", None
+                        continue
+                    if response.status_code >= 400:
+                        detail = (await response.aread())[:4096].decode(errors="replace").strip()[:512]
+                        raise TokenFetchError(
+                            request.host,
+                            request.realm,
+                            f"{method} answered {response.status_code} {response.reason_phrase}"
+                            + (f": {detail}" if detail else ""),
+                            status=response.status_code,
+                        )
+                    body = await read_limited(response, _MAX_TOKEN_RESPONSE)
+                    break
+            else:
+                raise TokenFetchError(request.host, request.realm, f"more than {_MAX_REDIRECTS} redirects")
+    except ValueError as err:
+        raise TokenFetchError(request.host, request.realm, "token response too large") from err
+    except (OSError, httpx.HTTPError, httpx.InvalidURL) as err:
         raise TokenFetchError(request.host, request.realm, f"request failed: {err}") from err
-    if len(body) > _MAX_TOKEN_RESPONSE:
-        raise TokenFetchError(request.host, request.realm, "token response too large")
     try:
         answer = json.loads(body)
     except ValueError as err:
@@ -417,7 +411,7 @@ def _open(request: _TokenRequest, http_request: urllib.request.Request) -> dict[
     return answer
 
 
-def _fetch_with_oauth(request: _TokenRequest) -> dict[str, Any]:
+async def _fetch_with_oauth(request: _TokenRequest) -> dict[str, Any]:
     """containerd's ``FetchTokenWithOAuth``: the OAuth2 form POSTed to the realm."""
     form = {"service": request.service, "client_id": request.client_id}
     if request.scopes:
@@ -426,20 +420,14 @@ def _fetch_with_oauth(request: _TokenRequest) -> dict[str, Any]:
         form.update(grant_type="password", username=request.username, password=request.secret)
     else:  # an identity token
         form.update(grant_type="refresh_token", refresh_token=request.secret)
-    http_request = urllib.request.Request(
-        request.realm,
-        data=urllib.parse.urlencode(form).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
-        method="POST",
-    )
-    answer = _open(request, http_request)
+    answer = await _open(request, "POST", request.realm, form=form)
     if not isinstance(answer.get("access_token"), str) or not answer["access_token"]:
         raise TokenFetchError(request.host, request.realm, "the OAuth token response has no access_token")
     answer["token"] = answer["access_token"]
     return answer
 
 
-def _fetch_with_get(request: _TokenRequest) -> dict[str, Any]:
+async def _fetch_with_get(request: _TokenRequest) -> dict[str, Any]:
     """containerd's ``FetchToken``: GET ``realm?service=…&scope=…`` (basic auth with a secret)."""
     parts = urllib.parse.urlsplit(request.realm)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -447,11 +435,11 @@ def _fetch_with_get(request: _TokenRequest) -> dict[str, Any]:
         query.append(("service", request.service))
     query.extend(("scope", scope) for scope in request.scopes)
     url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-    http_request = urllib.request.Request(url, method="GET")
+    authorization = None
     if request.secret:
         basic = base64.b64encode(f"{request.username}:{request.secret}".encode()).decode()
-        http_request.add_unredirected_header("Authorization", f"Basic {basic}")
-    answer = _open(request, http_request)
+        authorization = f"Basic {basic}"
+    answer = await _open(request, "GET", url, authorization=authorization)
     token = answer.get("access_token") or answer.get("token")
     if not isinstance(token, str) or not token:
         raise TokenFetchError(request.host, request.realm, "the token response has no token")

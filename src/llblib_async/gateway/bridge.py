@@ -6,22 +6,31 @@ through ``moby.buildkit.v1.frontend.LLBBridge`` calls carrying the metadata
 ``buildkit-controlapi-buildid: <ref>`` (protocol notes §4.1), ending with ``Return``.
 :class:`Bridge` makes those calls for one build; every request of a
 :class:`~llblib_async.Session` is such a build (the request pipeline drives it).
-Containers on the build worker (``NewContainer``, ``ExecProcess``) will be calls of
-this bridge too.
+Containers on the build worker (``NewContainer``, ``ExecProcess``, ``ReleaseContainer``)
+are calls of this bridge too: :meth:`Bridge.container` opens one
+(:mod:`.container`), :meth:`Bridge.resolve_container` solves the mounts of a
+:class:`~.container_spec.ContainerSpec`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 
+import anyio
 from grpclib.client import Channel
 
+from .. import llb
 from .._pb import pb
 from .._pb.moby.buildkit import v1 as control
 from .._pb.moby.buildkit.v1 import frontend as gw
 from .._pb.pb import Definition as PbDefinition
 from .._wire.grpc_errors import translating_errors
+from ..process_result import ProcessResult
+from .container import Container
+from .container_spec import ContainerSpec, input_definition
 from .filestat import FileStat
+from .options import ContainerOptions
 from .result import Result
 
 __all__ = ["BUILD_ID_HEADER", "Bridge"]
@@ -39,7 +48,9 @@ class Bridge:
     def __init__(self, channel: Channel, ref: str, address: str) -> None:
         self.ref = ref
         self.address = address
-        self._stub = gw.LlbBridgeStub(channel, metadata=[(BUILD_ID_HEADER, ref)])
+        self.channel = channel
+        self.metadata = [(BUILD_ID_HEADER, ref)]
+        self._stub = gw.LlbBridgeStub(channel, metadata=self.metadata)
 
     async def solve(
         self,
@@ -148,3 +159,74 @@ class Bridge:
     async def return_result(self, result: gw.Result) -> None:
         with translating_errors("LLBBridge.Return", self.address):
             await self._stub.return_(gw.ReturnRequest(result=result))
+
+    def container(self, spec: ContainerSpec, *, container_id: str | None = None) -> Container:
+        """A container of this build (``async with`` opens and releases it); ``spec``'s
+        mounts must be resolved (:meth:`resolve_container`)."""
+        if spec.unresolved:
+            raise ValueError("the container's mounts are not solved yet: resolve_container() first")
+        return Container(
+            stub=self._stub,
+            channel=self.channel,
+            metadata=self.metadata,
+            address=self.address,
+            spec=spec,
+            container_id=container_id,
+        )
+
+    async def resolve_container(
+        self, spec: ContainerSpec, definition: PbDefinition, head: str
+    ) -> ContainerSpec:
+        """Solve each mount source of ``spec`` (inputs of op ``head`` in ``definition``) to a result id.
+
+        The solves are lazy: ``NewContainer`` builds the sources (one round trip less; a
+        failing source fails it with the same build error).
+        """
+        resolved: dict[int, str] = {}
+        errors: list[Exception] = []
+
+        async def solve(mount: int, index: int) -> None:
+            try:
+                result = await self.solve(input_definition(definition, head, index), evaluate=False)
+            except Exception as err:  # raised below as it is, not in an ExceptionGroup
+                errors.append(err)
+                tg.cancel_scope.cancel()
+                return
+            resolved[mount] = result.ref.id if result.ref is not None else ""
+
+        async with anyio.create_task_group() as tg:
+            for mount, index in spec.unresolved.items():
+                tg.start_soon(solve, mount, index)
+        if errors:
+            raise errors[0]
+        return spec.with_refs(resolved)
+
+    async def prepare_container(
+        self, definition: PbDefinition, *, root_ref: str | None = None
+    ) -> ContainerSpec:
+        """The container of the exec ``definition`` ends with, its mounts solved (``root_ref``
+        replaces its root)."""
+        spec, head = ContainerSpec.from_definition(definition)
+        if root_ref is not None:
+            spec = spec.with_root_ref(root_ref)
+        return await self.resolve_container(spec, definition, head)
+
+    @contextlib.asynccontextmanager
+    async def open_container(
+        self, options: ContainerOptions, *, root: llb.State | None = None, root_ref: str | None = None
+    ) -> AsyncIterator[Container]:
+        """A container made of ``options`` on ``root`` (a State) or on the result ``root_ref``."""
+        definition = await llb.marshal_async(options.exec_state(root if root is not None else llb.scratch()))
+        spec = await self.prepare_container(definition.to_pb(), root_ref=root_ref)
+        async with self.container(spec) as ctr:
+            yield ctr
+
+    async def run_container(
+        self, definition: PbDefinition, options: ContainerOptions
+    ) -> tuple[ProcessResult, dict[str, llb.State]]:
+        """Run the container request's exec ``definition`` with ``options``' process settings;
+        the process's result and a State of each of ``options.keep_mounts``."""
+        spec = await self.prepare_container(definition)
+        async with self.container(spec) as ctr:
+            result = await ctr.run_with(options)
+        return result, {mount: llb.local(path) for mount, path in options.keep_mounts.items()}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._pb.moby.buildkit.v1 import frontend as gw
+from .container import Container
 from .filestat import FileStat
+from .options import ContainerOptions
 
 __all__ = ["RefReader", "Result"]
 
@@ -24,6 +27,10 @@ class RefReader(Protocol):
 
     async def stat_file(self, ref: str, path: str) -> FileStat: ...
 
+    def open_container(
+        self, options: ContainerOptions, *, root_ref: str | None = None
+    ) -> AbstractAsyncContextManager[Container]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
@@ -33,7 +40,8 @@ class Result:
     of scratch); ``refs`` holds per-platform refs of multi-platform results;
     ``metadata`` the result metadata. ``read_file``/``read_dir``/``stat`` read from
     ``ref`` (or ``refs[platform]``); reading forces the (lazy) solve, so a failing
-    build raises :class:`~llblib_async.errors.SolveError` here.
+    build raises :class:`~llblib_async.errors.SolveError` here. :meth:`container`
+    opens a container on the result.
     """
 
     ref: str | None
@@ -79,3 +87,24 @@ class Result:
     async def stat(self, path: str, *, platform: str | None = None) -> FileStat:
         reader, ref = self._target(platform)
         return await reader.stat_file(ref, path)
+
+    def container(
+        self,
+        options: ContainerOptions | None = None,
+        *,
+        platform: str | None = None,
+        **container_options: Any,
+    ) -> AbstractAsyncContextManager[Container]:
+        """A container whose root filesystem is this result: ``async with result.container() as ctr``.
+
+        The keywords are :class:`~llblib_async.ContainerOptions` (``mounts`` of other
+        States, ``env``, ``cwd``, ``network``...; or pass ``options``); run processes
+        with ``await ctr.run(args, ...)`` / ``ctr.start(...)``; leaving the block
+        releases the container.
+        """
+        if options is None:
+            options = ContainerOptions(**container_options)
+        elif container_options:
+            raise TypeError("pass either options or container keywords, not both")
+        reader, ref = self._target(platform)
+        return reader.open_container(options, root_ref=ref)

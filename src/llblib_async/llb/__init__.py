@@ -28,6 +28,7 @@ resolves such States, then marshals.
 
 from . import config_ops, graph_yaml
 from .async_state import LazyContext, LazyFn, UnresolvedLazyStateError, lazy, marshal_async, resolve_lazy
+from .base_config import merge_base_config, resolve_base_config
 from .config_ops import (
     ImageDefinition,
     image_config_from_definition,
@@ -56,6 +57,7 @@ from .git import GitURLError, git
 from .graph_yaml import to_yaml, to_yaml_tree
 from .http import http
 from .image_config import (
+    BaseImage,
     ContainerConfig,
     HealthCheck,
     History,
@@ -83,6 +85,7 @@ from .state import ExecState, State, scratch
 from .vertex import Constraints, OpMetadata, ProgressGroup
 
 __all__ = [
+    "BaseImage",
     "CDIDevice",
     "CachingResolver",
     "Constraints",
@@ -147,11 +150,13 @@ __all__ = [
     "marshal_scope",
     "marshal_with_image_config",
     "merge",
+    "merge_base_config",
     "mkdir",
     "mkfile",
     "normalize_image_ref",
     "oci_layout",
     "oci_layout_blob",
+    "resolve_base_config",
     "resolve_image",
     "resolve_image_config",
     "resolve_lazy",

@@ -102,10 +102,17 @@ SCRATCH_DIGEST_HEX: Final = "0" * 64
 
 
 def _config_of(state: State) -> ImageConfig:
-    """The State's config, or the empty one llblib starts from (platform: the State's or the host's)."""
-    if state.image_config is not None:
-        return state.image_config
-    return ImageConfig(platform=state.platform if state.platform is not None else default_platform())
+    """The State's config, or the empty one llblib starts from (platform: the State's or the host's).
+
+    The bare config of ``llb.image`` (only a pending base) starts from the same empty
+    one, keeping the base: the JSON is what llblib writes, the base is merged under it
+    when the State is exported.
+    """
+    config = state.image_config
+    if config is not None and not config.is_bare_base:
+        return config
+    platform = state.platform if state.platform is not None else default_platform()
+    return ImageConfig(platform=platform, base=None if config is None else config.base)
 
 
 def _edit(state: State, change: Callable[[ImageConfig], ImageConfig]) -> State:
@@ -444,7 +451,12 @@ def cmd(*args: str) -> StateOption:
 
 
 def entrypoint(*args: str) -> StateOption:
-    """``ENTRYPOINT [...]``.  An inherited ``Cmd`` is kept (as llblib does; Docker would reset it)."""
+    """``ENTRYPOINT [...]``.  An inherited ``Cmd`` is kept (as llblib does; Docker would reset it).
+
+    On a State whose base config is still pending (``llb.image``) the base's ``Cmd``
+    is only known at export, and there it is reset as Docker does
+    (:func:`~llblib_async.llb.merge_base_config`).
+    """
     words = _check_words(args, "entrypoint arguments")
     text = "ENTRYPOINT " + _json_list(words)
     return lambda state: _edit(
@@ -522,7 +534,8 @@ def merge(
 ) -> State:
     """``llb.merge(states)`` plus a ``MERGE <digest>:/ …`` record (llblib's ``Merge``).
 
-    The config is that of the first input that has one.  Scratch inputs are
+    The config is that of the first input that has one (a bare ``llb.image``
+    config counts only when no input has more: its base is then kept).  Scratch inputs are
     left out of the record, as the merge op leaves them out (llblib crashes on
     them); when at most one non-scratch input remains there is no merge, and
     that input (or scratch) is returned unchanged.
@@ -534,9 +547,11 @@ def merge(
     layered = [st for st in inputs if st.output is not None]
     if len(layered) < 2:
         return merged
-    base = next((st.image_config for st in inputs if st.image_config is not None), None)
+    configs = [st.image_config for st in inputs if st.image_config is not None]
+    base = next((c for c in configs if not c.is_bare_base), None)
     text = "MERGE " + " ".join(f"{_hex(st, marshal_platform)}:/" for st in layered)
-    config = base if base is not None else _config_of(merged.with_image_config(None))
+    # No input with a config of its own: start empty, on the first input's pending base.
+    config = base or _config_of(merged.with_image_config(configs[0] if configs else None))
     return merged.with_image_config(_commit(config, text, empty_layer=False))
 
 
@@ -551,7 +566,9 @@ def diff(
 
     The result has ``lower``'s config reduced to what a diff layer can claim:
     author, rootfs and run settings are cleared except the labels, the legacy
-    ``Cmd`` is nulled; the base history is kept (as llblib does).  A scratch
+    ``Cmd`` is nulled; the base history is kept (as llblib does), but a pending
+    base (:attr:`ImageConfig.base`, from ``llb.image``) is dropped: a diff does
+    not contain the base image, so its config is not inherited.  A scratch
     ``lower`` gives ``upper`` unchanged (or scratch); a scratch ``upper`` is
     named by the zero digest (llblib crashes there).
     """
@@ -567,6 +584,7 @@ def diff(
             rootfs=RootFS(),
             config=RunConfig(labels=c.config.labels),
             container_config=ContainerConfig(cmd=None, labels=c.container_config.labels),
+            base=None,
         )
         return _commit(c, text, empty_layer=False)
 
@@ -582,7 +600,9 @@ class ImageDefinition:
 
     ``definition`` is exactly what ``llb.marshal`` gives (unless ``embed=True``
     added the config to the op metadata); ``image_config`` is ``None`` when the
-    State carries none.
+    State carries none (or only the pending base of a bare ``llb.image``). A
+    config with a pending :attr:`~ImageConfig.base` is returned unmerged: merge it
+    with :func:`~llblib_async.llb.resolve_base_config` (a request does that itself).
     """
 
     definition: Definition
@@ -621,6 +641,8 @@ def marshal_with_image_config(
     """
     definition = marshal(state, platform=platform)
     config = state.image_config
+    if config is not None and config.is_bare_base:
+        config = None  # nothing of its own: the base's config is merged in only by a request
     if config is not None and epoch is not None:
         config = config.with_epoch(epoch)
     if embed and definition.ops:

@@ -39,6 +39,7 @@ from typing import Protocol
 from .._pb import pb
 from ..errors import LocalDirError
 from .async_state import LazyContext, LazyVertex, UnresolvedLazyStateError, marshal_async
+from .base_config import current_base_resolver, resolve_base_config
 from .config_ops import image_defaults
 from .definition_import import from_definition
 from .image_config import EXPORTER_IMAGE_CONFIG_KEY, ImageConfig
@@ -135,7 +136,10 @@ class FrontendSpec:
 
         Inputs that marshal to nothing (scratch) are left out, as BuildKit rejects empty
         input definitions. An input carrying an image config passes it to the frontend
-        as ``input-metadata:<name>`` (how ``FROM <named context>`` learns its env).
+        as ``input-metadata:<name>`` (how ``FROM <named context>`` learns its env); an
+        input on ``llb.image`` passes its config merged onto the base image's, resolved
+        with the build's base resolver (the session's ``image_resolver``), as a
+        ``docker-image://`` named context would.
         """
         opts = dict(self.opts)
         if self.source == DOCKERFILE_FRONTEND:
@@ -157,8 +161,9 @@ class FrontendSpec:
                         f"two local sources are named {local!r} but use different directories: "
                         f"{known} and {path}"
                     )
-            if state.image_config is not None:
-                config = base64.b64encode(state.image_config.to_json()).decode()
+            image_config = await _input_config(state.image_config, platform)
+            if image_config is not None:
+                config = base64.b64encode(image_config.to_json()).decode()
                 opts[f"input-metadata:{name}"] = json.dumps({EXPORTER_IMAGE_CONFIG_KEY: config})
         return FrontendRequest(
             frontend=frontend_type,
@@ -166,6 +171,18 @@ class FrontendSpec:
             inputs=MappingProxyType(inputs),
             locals=MappingProxyType(locals_),
         )
+
+
+async def _input_config(config: ImageConfig | None, platform: Platform | str | None) -> ImageConfig | None:
+    """The config to hand the frontend for an input: merged onto its pending base (``llb.image``)
+    when the build has a base resolver, else its own (none for a bare ``llb.image``)."""
+    if config is None or config.base is None:
+        return config
+    resolver = current_base_resolver()
+    if resolver is not None:
+        plat = Platform.parse(platform) if isinstance(platform, str) else platform
+        return await resolve_base_config(config, resolver, platform=plat)
+    return None if config.is_bare_base else config
 
 
 def image_config_of_result(metadata: Mapping[str, bytes], platform: str | None) -> ImageConfig | None:

@@ -39,6 +39,7 @@ __all__ = [
     "HISTORY_COMMENT",
     "IMAGE_CONFIG_DESCRIPTION_KEY",
     "ZERO_TIME",
+    "BaseImage",
     "ContainerConfig",
     "HealthCheck",
     "History",
@@ -467,13 +468,35 @@ class RootFS:
 
 
 @dataclass(frozen=True, slots=True)
+class BaseImage:
+    """The image a config is layered on whose own config has not been resolved yet.
+
+    ``llb.image(ref)`` puts one on its State's config (:attr:`ImageConfig.base`):
+    building the State needs no registry, and when a request exports the State as an
+    image, the pipeline resolves the base's config through the session's resolver and
+    merges the State's config on top of it, as a Dockerfile ``FROM`` does
+    (:func:`~llblib_async.llb.merge_base_config`). ``ref`` is the normalised reference of
+    the source (pinned digest included), ``platform`` the platform the source was asked
+    for (``None``: the marshal default, the host's).
+    """
+
+    ref: str
+    platform: Platform | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ImageConfig:
     """An image config: platform, run settings, legacy container config, history, layers.
 
     Immutable and hashable; derive changed copies with :func:`dataclasses.replace`
     or the helpers in :mod:`llblib_async.llb.config_ops`.  ``created`` is RFC 3339
     text (nanoseconds kept) or ``None``.  Equality is equality of the JSON
-    (:attr:`History.merge_key` aside).
+    (:attr:`History.merge_key` aside) and of :attr:`base`.
+
+    ``base`` is not part of the JSON: it says that this config is layered on an
+    image whose config is still to be resolved (a :class:`BaseImage`, set by
+    ``llb.image``); :func:`dataclasses.replace` and the config helpers keep it, a
+    config built anew (a resolved image's, a frontend's) has none.
     """
 
     platform: Platform = EMPTY_PLATFORM
@@ -483,16 +506,31 @@ class ImageConfig:
     rootfs: RootFS = field(default_factory=RootFS)
     created: str | None = None
     author: str = ""
+    base: BaseImage | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "history", tuple(self.history))
         if self.created is not None:
             object.__setattr__(self, "created", _canonical_timestamp(self.created))
 
+    @property
+    def is_bare_base(self) -> bool:
+        """True for the config ``llb.image`` starts a State with: a :attr:`base` and nothing else.
+
+        Such a config has nothing of its own to export: exporting the State exports
+        the base's config (or, with the base's config not resolved, no config at all).
+        """
+        if self.base is None or self.history or self.created is not None:
+            return False  # the fast answer for every config a helper touched
+        return replace(self, base=None) == _EMPTY_CONFIG
+
     # --- JSON -------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object as Go writes it for llblib's ``ImageConfig`` (fields in Go's order)."""
+        """The JSON object as Go writes it for llblib's ``ImageConfig`` (fields in Go's order).
+
+        :attr:`base` is not written (it is a note for the request pipeline).
+        """
         out: dict[str, Any] = {}
         if self.created is not None:
             out["created"] = self.created
@@ -582,6 +620,9 @@ class ImageConfig:
                 h = replace(h, created=stamp)
             history.append(h)
         return replace(self, created=stamp, history=tuple(history))
+
+
+_EMPTY_CONFIG: Final = ImageConfig()
 
 
 def _reject_constant(name: str) -> Any:

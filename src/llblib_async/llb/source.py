@@ -24,6 +24,7 @@ from typing import Literal, TypeAlias
 from .._fsutil.walk import FilterOptions, walk
 from .._wire.protobuf import str_field, str_map
 from ._encode import OP_SOURCE, encode_op, encode_platform
+from .image_config import BaseImage, ImageConfig
 from .platform import Platform
 from .reference import InvalidReferenceError, normalize_image_ref
 from .state import State
@@ -134,6 +135,7 @@ def image(
     checksum: str | None = None,
     layer_limit: int | None = None,
     record_type: RecordType | None = None,
+    inherit_config: bool = True,
     name: str | None = None,
     description: Mapping[str, str] | None = None,
     ignore_cache: bool = False,
@@ -161,6 +163,29 @@ def image(
     * ``layer_limit``: use only the first N layers of the image (``WithLayerLimit``).
     * ``record_type``: ``"internal"``/``"frontend"`` mark the pulled image as
       build machinery in disk-usage records (``MarkImageInternal``).
+
+    **The image's config.** Building the State contacts no registry, so the State
+    does not know the image's config yet; it records the image as the config's
+    pending base (:class:`~llblib_async.llb.BaseImage` on ``image_config.base``).
+    When a request exports the State (or a State built on it) as an image, the
+    request pipeline resolves the base's config through the session's
+    ``image_resolver`` (once per session) and merges the State's config on top of
+    it as a Dockerfile ``FROM`` does (:func:`~llblib_async.llb.merge_base_config`): the
+    pushed image keeps the base's env (``PATH``…), user, working dir, entrypoint,
+    cmd, labels and history. Only the *exported config* inherits: ``run`` steps on
+    this State do **not** see the base's env, working dir or user at build time.
+    For ``FROM`` semantics in the build too, use ``await session.image(ref)``
+    (config resolved now and applied to the State, digest pinned).
+
+    ``inherit_config=False`` opts out: the exported image then has only what the
+    config helpers set (e.g. only ``Cmd``), which was the only behaviour before.
+
+    Deviation from Go llblib: Go's ``Image()`` resolves the config when the State
+    is marshaled (with a client-side registry resolver) and applies env and dir to
+    the State, and ``ResolvedImage()`` also pins the digest; here ``llb.image`` stays
+    a pure value (op bytes, digests and ``to_yaml`` are those of BuildKit's plain
+    ``llb.Image``), the config is merged at export time, and ``session.image`` is
+    ``ResolvedImage``.
     """
     normalized = normalize_image_ref(ref)
     if digest is not None:
@@ -199,7 +224,10 @@ def image(
         ),
         platform=plat,
     )
-    return source_state(vertex, plat)
+    state = source_state(vertex, plat)
+    if not inherit_config:
+        return state
+    return state.with_image_config(ImageConfig(base=BaseImage(normalized, state.platform)))
 
 
 def blob_identifier(scheme: str, ref: str) -> str:
@@ -366,6 +394,11 @@ def local(
     progress name (``name`` is already the source name here); ``constraints``
     adds any other per-op :class:`~llblib_async.llb.Constraints`.
 
+    ``track_content`` defaults to false here and to true in
+    :meth:`Solver.local <llblib_async.Solver.local>`, on purpose: ``llb.local`` makes
+    the op bytes of Go's ``llb.Local`` (checked against the Go oracle) and does no I/O
+    while a graph is built, while ``Solver.local`` is Go llblib's ``Solver.Local``,
+    which derives its id from the content. Pass it explicitly to choose.
     ``track_content=True`` derives the source from the directory's current content
     (:func:`local_content_digest`, computed now, one ``lstat`` per entry): BuildKit
     keys a local source only by session, name and filter patterns, so within one

@@ -41,7 +41,8 @@ class State(BaseState, ExecSettings):
     ``image(platform=…)`` or :meth:`with_platform`; ``None`` = the marshal default);
     ``exec_meta`` holds the settings :meth:`run` uses (``with_env``, ``with_user``…);
     ``image_config`` the OCI image config to export with this filesystem
-    (:meth:`with_image_config`, helpers in :mod:`.config_ops`).
+    (:meth:`with_image_config`, helpers in :mod:`.config_ops`; ``llb.image`` starts
+    with one that is only a pending base, merged in when the State is exported).
     Two States are equal when they point at the same output with the same settings.
     """
 
@@ -74,7 +75,10 @@ class State(BaseState, ExecSettings):
         Derived States (file ops, ``run`` roots, merges, diffs) keep it; the
         helpers in :mod:`llblib_async.llb.config_ops` change it and record
         history.  To also take over an image's env, dir and user, use
-        ``config_ops.image_defaults(config)``.
+        ``config_ops.image_defaults(config)``.  A config set here replaces the one
+        ``llb.image`` starts with, and so its pending base
+        (:attr:`ImageConfig.base <llblib_async.llb.ImageConfig.base>`): the exported
+        image then has exactly ``config``, unless ``config`` has a base itself.
         """
         return replace(self, image_config=config)
 
