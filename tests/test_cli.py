@@ -20,7 +20,7 @@ pytestmark = pytest.mark.daemon
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     base = {
         k: v for k, v in os.environ.items() if k not in ("BUILDKIT_HOST", "BUILDKIT_PROGRESS", "NO_COLOR")
@@ -30,8 +30,8 @@ def run(
         capture_output=True,
         text=True,
         env={**base, **(env or {})},
-        stdin=subprocess.DEVNULL,
         timeout=timeout,
+        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),  # type: ignore[arg-type]
     )
 
 
@@ -183,10 +183,25 @@ def test_unreachable_daemon_exits_3(tmp_path: Path) -> None:
 def test_debug_on_error_without_debug_shells(buildkit_address: str, scripts: Path) -> None:
     res = run("build", "--debug-on-error", str(scripts / "files.py"), "--addr", buildkit_address)
     if hasattr(llblib_async, "OnError"):
-        assert res.returncode != Exit.UNAVAILABLE
+        assert res.returncode == Exit.OK, res.stderr  # nothing failed: no shell
     else:
         assert res.returncode == Exit.UNAVAILABLE
         assert "--debug-on-error is not available" in res.stderr
+
+
+def test_debug_on_error_opens_a_shell_in_the_failed_step(
+    buildkit_address: str, buildkit_busybox_image: PushedImage, scripts: Path
+) -> None:
+    # stdin is not a terminal here: the shell reads the commands piped to it
+    res = run(
+        "build", "--debug-on-error", str(scripts / "fails.py"), "--addr", buildkit_address,
+        "--progress", "plain",
+        env={"BASE_IMAGE": buildkit_busybox_image.ref},
+        input="echo in-the-failed-step-$((6*7))\nexit\n",
+    )  # fmt: skip
+    assert "in-the-failed-step-42" in res.stdout + res.stderr
+    assert res.returncode == Exit.BUILD_FAILED  # the build still failed
+    assert "exit code: 7" in res.stderr
 
 
 def test_daemon_start_status_stop(tmp_path: Path) -> None:
