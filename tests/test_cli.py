@@ -31,7 +31,7 @@ def run(
         text=True,
         env={**base, **(env or {})},
         timeout=timeout,
-        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),  # type: ignore[arg-type]
+        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
     )
 
 
