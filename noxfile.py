@@ -11,7 +11,13 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = "3.11"
 
 # cryptography: the tests check both Ed25519 backends (OpenSSL and the pure-Python fallback)
-TEST_DEPS = ["pytest>=8", "pytest-asyncio==1.5.0", "pytest-timeout>=2.3", "cryptography>=42"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio==1.5.0",
+    "pytest-timeout>=2.3",
+    "cryptography>=42",
+    "pytest-textual-snapshot==1.1.0",
+]
 LINT_DEPS = ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML", "nox"]
 CODEGEN_DEPS = [
     "betterproto2-compiler==0.10.1",

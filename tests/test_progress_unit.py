@@ -24,14 +24,19 @@ def test_vertex_lifecycle_prints_name_logs_and_done() -> None:
     out = io.StringIO()
     p = PlainProgress(out)
     p.update(batch(vertexes=[control.Vertex(digest="sha256:a", name="copy /src", started=at(0))]))
-    p.update(batch(logs=[control.VertexLog(vertex="sha256:a", stream=1, msg=b"line one\nline ")]))
-    p.update(batch(logs=[control.VertexLog(vertex="sha256:a", stream=1, msg=b"two\n")]))
+    p.update(
+        batch(
+            logs=[control.VertexLog(vertex="sha256:a", stream=1, msg=b"line one\nline ", timestamp=at(0.5))]
+        )
+    )
+    p.update(batch(logs=[control.VertexLog(vertex="sha256:a", stream=1, msg=b"two\n", timestamp=at(0.6))]))
     p.update(
         batch(
             vertexes=[control.Vertex(digest="sha256:a", name="copy /src", started=at(0), completed=at(1.25))]
         )
     )
-    assert out.getvalue() == "#1 copy /src\n#1 line one\n#1 line two\n#1 DONE 1.2s\n"
+    # Go's format: log lines carry the seconds since the step started
+    assert out.getvalue() == "#1 copy /src\n#1 0.500 line one\n#1 0.500 line two\n#1 DONE 1.2s\n"
 
 
 def test_cached_error_and_canceled_vertices() -> None:
@@ -52,13 +57,16 @@ def test_cached_error_and_canceled_vertices() -> None:
             ]
         )
     )
+    # completed vertices are printed in the order they ended, a blank line between two
     assert out.getvalue().splitlines() == [
         "#1 cached",
         "#1 CACHED",
-        "#2 fails",
-        "#2 ERROR: boom",
-        "#3 stopped",
-        "#3 CANCELED",
+        "",
+        "#2 stopped",
+        "#2 CANCELED",
+        "",
+        "#3 fails",
+        "#3 ERROR: boom",
     ]
     assert p.errors == ["boom"]
 

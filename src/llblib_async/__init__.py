@@ -39,6 +39,7 @@ from .errors import (
     LateAttachableError,
     LocalDirError,
     PatternError,
+    ProgressModeError,
     RegistryError,
     SecretError,
     SessionClosedError,
@@ -75,9 +76,13 @@ from .process_result import ProcessResult
 from .progress import (
     NullProgress,
     PlainProgress,
+    ProgressModel,
     ProgressSink,
+    RawJSONProgress,
     RecordingProgress,
     StatusUpdate,
+    fan_out,
+    open_progress,
 )
 from .request import (
     RESPONSE_IMAGE_CONFIG_KEY,
@@ -137,7 +142,10 @@ __all__ = [
     "PlainProgress",
     "Process",
     "ProcessResult",
+    "ProgressModeError",
+    "ProgressModel",
     "ProgressSink",
+    "RawJSONProgress",
     "RecordingProgress",
     "RegistryError",
     "Request",
@@ -166,8 +174,10 @@ __all__ = [
     "UsageRecord",
     "Worker",
     "connect",
+    "fan_out",
     "lint",
     "llb",
+    "open_progress",
     "outline",
     "targets",
 ]

@@ -322,6 +322,18 @@ class RegistryError(BuildKitError):
         self.status = status
 
 
+class ProgressModeError(BuildKitError, ValueError):
+    """A progress display mode is unknown, or ``tty`` was asked for without a terminal.
+
+    ``mode`` is the mode given (from the argument or ``$BUILDKIT_PROGRESS``).
+    """
+
+    def __init__(self, mode: str, reason: str) -> None:
+        super().__init__(f"progress mode {mode!r}: {reason}")
+        self.mode = mode
+        self.reason = reason
+
+
 class BaseImageError(BuildKitError):
     """The config of a State's base image (``llb.image(ref)``) could not be resolved for an
     image export; ``ref`` is the base's reference, ``reason`` why (the resolver's error is

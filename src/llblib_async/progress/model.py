@@ -28,6 +28,8 @@ class VertexUpdate:
     started: datetime.datetime | None = None
     completed: datetime.datetime | None = None
     error: str = ""
+    #: ``(id, name, weak)`` of the vertex's ``llb.ProgressGroup``, if any.
+    progress_group: tuple[str, str, bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,17 @@ class BuildWarning:
     url: str = ""
     sources: tuple[SourceLocation, ...] = ()
 
+    @property
+    def location(self) -> str:
+        """``file:line`` (or ``file:line-line``) of the first source location, or ``""``."""
+        if not self.sources:
+            return ""
+        src = self.sources[0]
+        if not src.ranges:
+            return src.filename
+        start, _, end, _ = src.ranges[0]
+        return f"{src.filename}:{start}" + (f"-{end}" if end and end != start else "")
+
 
 def _warning_sources(w: control.VertexWarning) -> tuple[SourceLocation, ...]:
     if w.info is None:
@@ -108,6 +121,11 @@ class StatusUpdate:
                     started=v.started,
                     completed=v.completed,
                     error=v.error,
+                    progress_group=(
+                        None
+                        if v.progress_group is None
+                        else (v.progress_group.id, v.progress_group.name, v.progress_group.weak)
+                    ),
                 )
                 for v in msg.vertexes
             ),

@@ -1,0 +1,492 @@
+"""The merged progress of a session: :class:`ProgressModel` (sans-IO).
+
+Every request of a session sends its own Status stream; a display wants one picture.
+:class:`ProgressModel` folds :class:`~llblib_async.progress.StatusUpdate` batches of any
+number of requests into
+
+* one :class:`VertexState` per vertex digest -- a vertex two requests share (the same
+  base image, the same step) is kept once and lists both request labels;
+* one :class:`RequestState` per request label, with its vertices in the order they
+  started;
+* per vertex: the run intervals (BuildKit runs some vertices more than once, e.g. a local
+  source resolves, then transfers; durations merge overlapping intervals as Go's
+  ``progressui`` does), ``cached``/``error``, the sub-progress rows (bytes transferred,
+  layers pulled or pushed) and their rates, warnings with source locations, and the log
+  in a bounded :class:`LogBuffer`.
+
+Memory is bounded whatever the build prints: a log keeps its last ``log_lines`` lines,
+each cut at ``line_bytes``, and counts what it dropped, so a 1 GiB log costs kilobytes;
+BuildKit's own clipping (``[output clipped, log limit … reached]``) is recognised and
+shown as :attr:`LogBuffer.clipped`.
+
+Updates are coalesced: :meth:`ProgressModel.apply` only records what changed, and a
+display asks :meth:`ProgressModel.take_changes` when it repaints (at its own frame rate),
+never once per message.  Nothing here does I/O or reads the clock; times come from the
+daemon's timestamps (``now`` is a parameter where it matters).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate
+
+__all__ = [
+    "LOG_CLIPPED_MARKER",
+    "Changes",
+    "LogBuffer",
+    "LogLine",
+    "ProgressModel",
+    "RequestState",
+    "SubProgress",
+    "VertexState",
+    "merge_intervals",
+]
+
+#: What BuildKit writes into a log when it stops forwarding a step's output.
+LOG_CLIPPED_MARKER = b"[output clipped, log limit"
+
+_SEEN_LOGS = 256  # log chunks remembered per shared vertex
+_UNFINISHED = ("waiting", "running")
+
+Interval = tuple[datetime.datetime, datetime.datetime | None]
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
+    """Overlapping ``(start, stop)`` intervals merged (an open one swallows the later ones),
+    as Go's ``progressui.mergeIntervals``."""
+    merged: list[Interval] = []
+    for start, stop in sorted(intervals, key=lambda iv: iv[0]):
+        if not merged:
+            merged.append((start, stop))
+            continue
+        cur_start, cur_stop = merged[-1]
+        if cur_stop is None:
+            break
+        if cur_stop < start:
+            merged.append((start, stop))
+        elif stop is None:
+            merged[-1] = (cur_start, None)
+            break
+        elif stop > cur_stop:
+            merged[-1] = (cur_start, stop)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a vertex's output (``stream`` 1 = stdout, 2 = stderr), without its newline.
+
+    ``timestamp`` is when the daemon saw the line's first bytes; ``cut`` says the line was
+    longer than the buffer's ``line_bytes`` and only its start is kept.
+    """
+
+    stream: int
+    text: str
+    timestamp: datetime.datetime | None = None
+    cut: bool = False
+
+
+class LogBuffer:
+    """The last ``max_lines`` lines of a vertex's output, each at most ``line_bytes`` bytes.
+
+    Counts everything it saw (:attr:`total_bytes`, :attr:`total_lines`) and what it let go
+    (:attr:`dropped_lines`), and whether BuildKit clipped the log (:attr:`clipped`).
+    """
+
+    __slots__ = (
+        "_partial",
+        "_partial_cut",
+        "_partial_ts",
+        "clipped",
+        "dropped_lines",
+        "line_bytes",
+        "lines",
+        "total_bytes",
+        "total_lines",
+    )
+
+    def __init__(self, *, max_lines: int = 1000, line_bytes: int = 4096) -> None:
+        self.line_bytes = line_bytes
+        self.lines: collections.deque[LogLine] = collections.deque(maxlen=max_lines)
+        self._partial: dict[int, bytearray] = {}
+        self._partial_cut: dict[int, bool] = {}
+        self._partial_ts: dict[int, datetime.datetime | None] = {}
+        self.total_bytes = 0
+        self.total_lines = 0
+        self.dropped_lines = 0
+        self.clipped = False
+
+    def feed(self, stream: int, data: bytes, timestamp: datetime.datetime | None = None) -> None:
+        self.total_bytes += len(data)
+        if LOG_CLIPPED_MARKER in data:
+            self.clipped = True
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            piece = data[start:] if nl < 0 else data[start:nl]
+            if piece or nl >= 0:
+                buf = self._partial.get(stream)
+                if buf is None:
+                    buf = self._partial[stream] = bytearray()
+                    self._partial_ts[stream] = timestamp
+                room = self.line_bytes - len(buf)
+                if len(piece) > room:
+                    buf += piece[: max(room, 0)]
+                    self._partial_cut[stream] = True
+                else:
+                    buf += piece
+            if nl < 0:
+                break
+            self._finish_line(stream)
+            start = nl + 1
+
+    def _finish_line(self, stream: int) -> None:
+        buf = self._partial.pop(stream, bytearray())
+        if len(self.lines) == self.lines.maxlen:
+            self.dropped_lines += 1
+        self.lines.append(
+            LogLine(
+                stream=stream,
+                text=buf.decode(errors="replace"),
+                timestamp=self._partial_ts.pop(stream, None),
+                cut=self._partial_cut.pop(stream, False),
+            )
+        )
+        self.total_lines += 1
+
+    @property
+    def partial(self) -> Iterator[LogLine]:
+        """Lines still being written (no newline yet), one per stream."""
+        for stream, buf in self._partial.items():
+            yield LogLine(stream, buf.decode(errors="replace"), self._partial_ts.get(stream))
+
+    def tail(self, n: int) -> list[LogLine]:
+        """The last ``n`` lines, including an unfinished last line."""
+        lines = list(self.lines)[-n:] if n else []
+        lines.extend(self.partial)
+        return lines[-n:] if n else []
+
+
+@dataclass(slots=True)
+class SubProgress:
+    """A sub-task of a vertex (a transfer, a layer pull or push), with its transfer rate."""
+
+    id: str
+    name: str = ""
+    current: int = 0
+    total: int = 0
+    started: datetime.datetime | None = None
+    completed: datetime.datetime | None = None
+    timestamp: datetime.datetime | None = None
+    #: bytes per second over the row's last two updates (0 before the second one)
+    rate: float = 0.0
+
+    def apply(self, row: StatusRow) -> None:
+        if row.timestamp is not None and self.timestamp is not None and row.current >= self.current:
+            dt = (row.timestamp - self.timestamp).total_seconds()
+            if dt > 0:
+                self.rate = (row.current - self.current) / dt
+        self.name = row.name or self.name
+        self.current, self.total = row.current, row.total
+        self.started = row.started or self.started
+        self.completed = row.completed
+        self.timestamp = row.timestamp or self.timestamp
+
+    @property
+    def done(self) -> bool:
+        return self.completed is not None
+
+    def duration(self) -> float:
+        end = self.completed or self.timestamp
+        if self.started is None or end is None:
+            return 0.0
+        return max((end - self.started).total_seconds(), 0.0)
+
+
+@dataclass(slots=True)
+class VertexState:
+    """Everything known of one vertex, merged over every request that shares it."""
+
+    digest: str
+    name: str = ""
+    inputs: tuple[str, ...] = ()
+    requests: list[str] = field(default_factory=list)
+    cached: bool = False
+    error: str = ""
+    progress_group: tuple[str, str, bool] | None = None
+    intervals: dict[datetime.datetime, datetime.datetime | None] = field(default_factory=dict)
+    subprogress: dict[str, SubProgress] = field(default_factory=dict)
+    warnings: list[BuildWarning] = field(default_factory=list)
+    logs: LogBuffer = field(default_factory=LogBuffer)
+    #: order of first start over the whole model (0 = not started yet)
+    order: int = 0
+    #: recent log chunks, to drop the copy a second request's stream sends of a shared vertex
+    seen_logs: collections.OrderedDict[tuple[int, datetime.datetime | None, int, int], None] = field(
+        default_factory=collections.OrderedDict
+    )
+    _state: str = "waiting"
+
+    @property
+    def merged_intervals(self) -> list[Interval]:
+        return merge_intervals(self.intervals.items())
+
+    @property
+    def started(self) -> datetime.datetime | None:
+        return min(self.intervals) if self.intervals else None
+
+    @property
+    def completed(self) -> datetime.datetime | None:
+        """The end of the last run when every run ended, else ``None`` (running or waiting)."""
+        merged = self.merged_intervals
+        return merged[-1][1] if merged else None
+
+    @property
+    def state(self) -> str:
+        """``waiting``, ``running``, ``done``, ``cached``, ``error`` or ``canceled``."""
+        return self._state
+
+    def _compute_state(self) -> str:
+        if not self.intervals:
+            return "cached" if self.cached else "waiting"
+        if self.completed is None:
+            return "running"
+        if self.error:
+            return "canceled" if self.error.endswith("context canceled") else "error"
+        return "cached" if self.cached else "done"
+
+    def duration(self, now: datetime.datetime | None = None) -> float:
+        """Seconds spent running (overlapping runs counted once); an open run ends at ``now``."""
+        total = 0.0
+        for start, stop in self.merged_intervals:
+            end = stop or now
+            if end is not None:
+                total += max((end - start).total_seconds(), 0.0)
+        return total
+
+
+@dataclass(slots=True)
+class RequestState:
+    """One request (by label) and the vertices it reported, in the order they appeared."""
+
+    label: str
+    vertices: list[str] = field(default_factory=list)
+    warnings: list[BuildWarning] = field(default_factory=list)
+    first_seen: datetime.datetime | None = None
+
+    #: vertices of this request that are running now / that ended with an error
+    running: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    finished: int = 0
+
+    def counts(self, model: ProgressModel | None = None) -> tuple[int, int]:
+        """``(finished, total)`` vertices of this request (kept up to date by ``apply``)."""
+        return self.finished, len(self.vertices)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since the previous :meth:`ProgressModel.take_changes`."""
+
+    vertices: frozenset[str] = frozenset()
+    requests: frozenset[str] = frozenset()
+    messages: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.vertices or self.requests)
+
+
+class ProgressModel:
+    """The merged state of every request of a session (see the module docs)."""
+
+    def __init__(self, *, log_lines: int = 1000, line_bytes: int = 4096) -> None:
+        self.vertices: dict[str, VertexState] = {}
+        self.requests: dict[str, RequestState] = {}
+        self.warnings: list[BuildWarning] = []
+        self.messages = 0
+        self.log_lines = log_lines
+        self.line_bytes = line_bytes
+        self._started = 0
+        self._dirty_vertices: set[str] = set()
+        #: digests of the vertices running now
+        self.running: set[str] = set()
+        self._failed: set[str] = set()
+        self._finished = 0
+        self._start_time: datetime.datetime | None = None
+        self._dirty_requests: set[str] = set()
+        self._messages_since = 0
+        #: the log chunks of the last :meth:`apply` that were new (not a shared vertex's copy)
+        self.last_logs: list[LogChunk] = []
+        #: the vertices whose own state (not rows, logs or warnings) the last :meth:`apply` changed
+        self.last_vertices: set[str] = set()
+
+    def _vertex(self, digest: str, request: RequestState) -> VertexState:
+        v = self.vertices.get(digest)
+        if v is None:
+            v = self.vertices[digest] = VertexState(
+                digest=digest, logs=LogBuffer(max_lines=self.log_lines, line_bytes=self.line_bytes)
+            )
+        if request.label not in v.requests:
+            v.requests.append(request.label)
+            request.vertices.append(digest)
+            self._dirty_requests.add(request.label)
+            self._count(request, v.digest, "waiting", v.state)
+        return v
+
+    def _count(self, req: RequestState, digest: str, old: str, new: str) -> None:
+        if old == new:
+            return
+        req.finished += (new not in _UNFINISHED) - (old not in _UNFINISHED)
+        if new == "running":
+            req.running.add(digest)
+        else:
+            req.running.discard(digest)
+        if new == "error":
+            req.failed.add(digest)
+        else:
+            req.failed.discard(digest)
+
+    def _transition(self, v: VertexState) -> None:
+        old, new = v._state, v._compute_state()
+        if old == new:
+            return
+        v._state = new
+        self._finished += (new not in _UNFINISHED) - (old not in _UNFINISHED)
+        if new == "running":
+            self.running.add(v.digest)
+        else:
+            self.running.discard(v.digest)
+        if new == "error":
+            self._failed.add(v.digest)
+        else:
+            self._failed.discard(v.digest)
+        for label in v.requests:
+            self._count(self.requests[label], v.digest, old, new)
+
+    def request(self, label: str) -> RequestState:
+        r = self.requests.get(label)
+        if r is None:
+            r = self.requests[label] = RequestState(label)
+            self._dirty_requests.add(label)
+        return r
+
+    def apply(self, update: StatusUpdate) -> set[str]:
+        """Fold one batch in; returns the digests whose vertex state changed in it."""
+        self.messages += 1
+        self._messages_since += 1
+        req = self.request(update.request)
+        changed: set[str] = set()
+        for vu in update.vertices:
+            v = self._vertex(vu.digest, req)
+            before = (
+                v.name,
+                v.cached,
+                v.error,
+                len(v.intervals),
+                v.intervals.get(vu.started) if vu.started else None,
+            )
+            if vu.name:
+                v.name = vu.name
+            v.inputs = vu.inputs or v.inputs
+            v.cached, v.error = vu.cached, vu.error
+            v.progress_group = vu.progress_group
+            if vu.started is not None:
+                if self._start_time is None or vu.started < self._start_time:
+                    self._start_time = vu.started
+                if not v.intervals:
+                    self._started += 1
+                    v.order = self._started
+                    if req.first_seen is None:
+                        req.first_seen = vu.started
+                if vu.completed is not None or vu.started not in v.intervals:
+                    # a stream that lags (another request's, for a shared vertex) never
+                    # reopens a run that already ended
+                    v.intervals[vu.started] = vu.completed
+            after = (
+                v.name,
+                v.cached,
+                v.error,
+                len(v.intervals),
+                v.intervals.get(vu.started) if vu.started else None,
+            )
+            if before != after:
+                changed.add(vu.digest)
+                self._transition(v)
+        self.last_vertices = set(changed)
+        for row in update.statuses:
+            v = self._vertex(row.vertex, req)
+            sub = v.subprogress.get(row.id)
+            if sub is None:
+                sub = v.subprogress[row.id] = SubProgress(row.id)
+            sub.apply(row)
+            changed.add(row.vertex)
+        self.last_logs = []
+        for chunk in update.logs:
+            v = self._vertex(chunk.vertex, req)
+            # Every request's stream reports a shared vertex's output: keep one copy.
+            key = (chunk.stream, chunk.timestamp, len(chunk.data), hash(chunk.data))
+            if key in v.seen_logs:
+                continue
+            v.seen_logs[key] = None
+            if len(v.seen_logs) > _SEEN_LOGS:
+                v.seen_logs.popitem(last=False)
+            v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
+            self.last_logs.append(chunk)
+            changed.add(chunk.vertex)
+        for w in update.warnings:
+            v = self._vertex(w.vertex, req)
+            v.warnings.append(w)
+            req.warnings.append(w)
+            self.warnings.append(w)
+            changed.add(w.vertex)
+            self._dirty_requests.add(req.label)
+        self._dirty_vertices |= changed
+        return changed
+
+    def update(self, update: StatusUpdate) -> None:
+        """:meth:`apply`, so the model itself is a ``ProgressSink`` (``fan_out([model, printer])``)."""
+        self.apply(update)
+
+    def close(self) -> None:
+        """Nothing to release: a ``ProgressSink`` method."""
+
+    def take_changes(self) -> Changes:
+        """What changed since the last call (a display's repaint asks this, not each message)."""
+        changes = Changes(
+            frozenset(self._dirty_vertices), frozenset(self._dirty_requests), self._messages_since
+        )
+        self._dirty_vertices.clear()
+        self._dirty_requests.clear()
+        self._messages_since = 0
+        return changes
+
+    def ordered(self, label: str | None = None) -> list[VertexState]:
+        """Vertices (of one request, or all) in the order they started; unstarted ones last."""
+        digests = self.requests[label].vertices if label is not None else list(self.vertices)
+        vs = [self.vertices[d] for d in digests]
+        return sorted(vs, key=lambda v: (v.order == 0, v.order))
+
+    def failed(self) -> list[VertexState]:
+        """Vertices that ended with an error (cancellations left out), in start order."""
+        return sorted((self.vertices[d] for d in self._failed), key=lambda v: v.order)
+
+    def counts(self) -> tuple[int, int]:
+        """``(finished, total)`` over every vertex of every request."""
+        return self._finished, len(self.vertices)
+
+    def start_time(self) -> datetime.datetime | None:
+        """When the first vertex started (kept by ``apply``: a display asks every frame)."""
+        return self._start_time
+
+    def last_time(self) -> datetime.datetime | None:
+        """The latest time the daemon reported (the model's notion of "now" in replays)."""
+        best: datetime.datetime | None = None
+        for v in self.vertices.values():
+            for start, stop in v.intervals.items():
+                for t in (start, stop):
+                    if t is not None and (best is None or t > best):
+                        best = t
+        return best

@@ -1,0 +1,434 @@
+"""The live progress display: a Textual app over the :class:`~llblib_async.progress.ProgressModel`.
+
+:class:`TTYProgress` is the :class:`~llblib_async.progress.ProgressSink` (``--progress=tty``);
+:class:`ProgressApp` is the Textual app it runs:
+
+* a summary line (steps finished, requests, elapsed time);
+* one pane per request (its label, ``finished/total``), holding a tree of its vertices
+  in the order they started, each with its state, duration and ``CACHED``; a vertex's
+  children are its transfers (bytes, total, rate) and, while it runs, the last lines
+  of its log; a vertex shared by several requests is shown in the pane of the first
+  and named as shared in the others;
+* an error view with the failing step, its error, the end of its log, and the
+  warnings with their source locations.
+
+The app repaints at ``refresh_rate`` Hz from :meth:`ProgressModel.take_changes`
+(only the panes whose vertices changed), never once per Status message, so a build
+that prints a million log lines costs the display what it costs the model.
+
+It runs inline (under the prompt, its last frame left on the terminal) by default, or
+full screen with ``inline=False``.  While an interactive container owns the terminal
+(``llblib_async.terminal.claim_terminal``) it is suspended: ``App.suspend()`` where the
+driver supports it, else the app is stopped and a new one started on the same model
+afterwards (Textual's inline driver cannot suspend), so nothing is lost.
+
+Textual is imported by this module only: ``import llblib_async`` does not load it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+
+from ..terminal import add_terminal_suspender
+from .model import StatusUpdate
+from .state import ProgressModel, SubProgress, VertexState
+
+__all__ = ["ProgressApp", "RequestPane", "TTYProgress"]
+
+Clock = Callable[[], datetime.datetime | None]
+
+_LOG_LINES = 6  # log lines shown under a running vertex
+_COMPACT_AFTER = 4  # with more requests than this, each pane shows less (see RequestPane)
+_ERROR_LOG_LINES = 20  # log lines shown for a failed vertex
+
+_ICONS = {
+    "waiting": ("·", "dim"),
+    "running": ("▶", "bold blue"),
+    "done": ("✔", "green"),
+    "cached": ("✔", "cyan"),
+    "error": ("✖", "bold red"),
+    "canceled": ("⊘", "yellow"),
+}
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f}s"
+    minutes, sec = divmod(int(s), 60)
+    return f"{minutes}m{sec:02d}s"
+
+
+def vertex_label(v: VertexState, *, now: datetime.datetime | None, shared_from: str = "") -> Text:
+    """``▶ name  3.2s`` with the state's icon and colour (plain text: names may hold ``[``)."""
+    icon, style = _ICONS[v.state]
+    label = Text()
+    label.append(f"{icon} ", style=style)
+    label.append(v.name or v.digest[:19])
+    if v.state == "running" and v.intervals:
+        label.append(f"  {int(v.duration(now))}s", style="dim")  # whole seconds: one repaint a second
+    elif v.state in ("done", "error", "canceled") and v.intervals:
+        label.append(f"  {_seconds(v.duration(now))}", style="dim")
+    if v.state == "cached":
+        label.append("  CACHED", style="cyan")
+    elif v.state == "error":
+        label.append("  ERROR", style="bold red")
+    elif v.state == "canceled":
+        label.append("  CANCELED", style="yellow")
+    if v.logs.clipped:
+        label.append("  [log clipped by BuildKit]", style="yellow")
+    if shared_from:
+        label.append(f"  (shared: see [{shared_from}])", style="dim")
+    return label
+
+
+def row_label(row: SubProgress) -> Text:
+    """A transfer: ``↓ sha256:… 12.0MB / 40.0MB 3.2MB/s`` (rate while it runs)."""
+    text = Text("↳ " if row.done else "↓ ", style="green" if row.done else "blue")
+    text.append(row.id)
+    if row.total:
+        text.append(f" {_human_bytes(row.current)} / {_human_bytes(row.total)}")
+    elif row.current:
+        text.append(f" {_human_bytes(row.current)}")
+    if row.done:
+        text.append(f"  {_seconds(row.duration())} done", style="dim")
+    elif row.rate > 0:
+        text.append(f"  {_human_bytes(row.rate)}/s", style="bold")
+    return text
+
+
+class TextView(Widget):
+    """A block of text that repaints in place: a new text of as many lines as the old one
+    refreshes only this widget's region; only a change of height lays the screen out again
+    (``Static.update`` always does, which made every frame a full relayout)."""
+
+    DEFAULT_CSS = """
+    TextView { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.text = Text()
+
+    def render(self) -> Text:
+        return self.text
+
+    def show(self, text: Text) -> None:
+        if text == self.text:
+            return
+        layout = text.plain.count("\n") != self.text.plain.count("\n")
+        self.text = text
+        self.refresh(layout=layout)
+
+
+class RequestPane(TextView):
+    """One request: its title and the tree of its steps, as text.
+
+    One text block per request, not a Textual ``Tree``: a pane is re-rendered only when
+    one of its vertices changed (or a running one's whole-second duration did), and a
+    text block renders far cheaper than a tree widget's styled lines.  A long build
+    shows its running and failed steps and the last ``finished_lines`` finished ones.
+    """
+
+    DEFAULT_CSS = """
+    RequestPane { height: auto; margin: 0 0 1 0; }
+    """
+
+    def __init__(self, label: str, model: ProgressModel, clock: Clock, *, finished_lines: int = 8) -> None:
+        super().__init__()
+        self.label = label
+        self.model = model
+        self.clock = clock
+        self.finished_lines = finished_lines
+        self.log_lines = _LOG_LINES
+        self._height = 0
+
+    def on_mount(self) -> None:
+        self.refresh_from_model(None)
+
+    def _visible(self) -> tuple[list[VertexState], int]:
+        req = self.model.requests[self.label]
+        shown = {d for d in req.running} | {d for d in req.failed}
+        finished = 0
+        for digest in reversed(req.vertices):
+            if finished >= self.finished_lines:
+                break
+            v = self.model.vertices[digest]
+            if v.state not in ("waiting", "running") and digest not in shown:
+                shown.add(digest)
+                finished += 1
+        vs = sorted((self.model.vertices[d] for d in shown), key=lambda v: (v.order == 0, v.order))
+        hidden = req.finished - sum(v.state not in ("waiting", "running") for v in vs)
+        return vs, hidden
+
+    def refresh_from_model(self, changed: frozenset[str] | None) -> None:
+        """Re-render if a vertex in ``changed`` is one of ours (``None``: always)."""
+        req = self.model.requests.get(self.label)
+        if req is None:
+            return
+        if len(self.model.requests) > _COMPACT_AFTER:  # many panes: each one shorter
+            self.log_lines, self.finished_lines = 3, min(self.finished_lines, 3)
+        if (
+            changed is not None
+            and not req.running
+            and not any(
+                self.label in self.model.vertices[d].requests for d in changed if d in self.model.vertices
+            )
+        ):
+            return
+        now = self.clock()
+        text = Text(no_wrap=True, overflow="ellipsis")  # one line per item: no wrapping to compute
+        done, total = req.counts()
+        text.append(f"[{self.label or 'build'}] ", style="bold")
+        text.append(f"{done}/{total} steps")
+        if req.failed:
+            text.append("  FAILED", style="bold red")
+        vs, hidden = self._visible()
+        if hidden > 0:
+            text.append(f"\n  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim")
+        for v in vs:
+            owner = v.requests[0] if v.requests else self.label
+            shared_from = owner if owner != self.label else ""
+            text.append("\n  ")
+            text.append_text(vertex_label(v, now=now, shared_from=shared_from))
+            children: list[Text] = []
+            if not shared_from:  # a shared vertex's details are in the owner's pane
+                children.extend(row_label(row) for row in v.subprogress.values())
+                if v.state == "running":
+                    children.extend(
+                        Text(line.text, style="red" if line.stream == 2 else "")
+                        for line in v.logs.tail(self.log_lines)
+                    )
+            for i, child in enumerate(children):
+                text.append("\n    └ " if i == len(children) - 1 else "\n    ├ ", style="dim")
+                text.append_text(child)
+        # A pane never shrinks while the build runs: steps start and end all the time, and
+        # each change of height would lay the whole screen out again.
+        lines = text.plain.count("\n") + 1
+        if lines < self._height and (req.running or req.finished < len(req.vertices)):
+            text.append("\n" * (self._height - lines))
+        else:
+            self._height = lines
+        self.show(text)
+
+
+class ErrorView(TextView):
+    """The failed steps: name, error, source location of warnings, end of the log."""
+
+    DEFAULT_CSS = """
+    ErrorView { height: auto; border: round $error; padding: 0 1; display: none; }
+    ErrorView.-shown { display: block; }
+    """
+
+    def show_failures(self, model: ProgressModel) -> None:
+        failed = model.failed()
+        if not failed:
+            return
+        text = Text()
+        for i, v in enumerate(failed):
+            if i:
+                text.append("\n")
+            labels = ", ".join(r or "build" for r in v.requests)
+            text.append(f"✖ [{labels}] {v.name}\n", style="bold red")
+            text.append(f"{v.error}\n")
+            for w in v.warnings:
+                where = f" ({w.location})" if w.location else ""
+                text.append(f"warning: {w.short}{where}\n", style="yellow")
+            lines = v.logs.tail(_ERROR_LOG_LINES)
+            if v.logs.dropped_lines or len(lines) < v.logs.total_lines:
+                text.append(f"… {v.logs.total_lines - len(lines)} earlier lines\n", style="dim")
+            for line in lines:
+                text.append(f"│ {line.text}\n", style="red" if line.stream == 2 else "")
+        text.rstrip()
+        self.show(text)
+        self.add_class("-shown")
+
+
+class ProgressApp(App[None]):
+    """The progress display (see the module docs).  ``clock`` gives "now" for running steps
+    (default: the wall clock; replays and tests pass the model's last timestamp)."""
+
+    CSS = """
+    Screen { height: auto; }
+    Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; }
+    #summary { height: 1; padding: 0 1; background: $boost; }
+    #panes { height: auto; }
+    """
+    BINDINGS: ClassVar[list[Any]] = [("q", "quit", "Hide the display (the build goes on)")]
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(
+        self,
+        model: ProgressModel,
+        *,
+        refresh_rate: float = 10.0,
+        clock: Clock | None = None,
+        title: str = "llblib-async",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.refresh_rate = refresh_rate
+        self.clock: Clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self.title = title
+        self.panes: dict[str, RequestPane] = {}
+        self.ready = asyncio.Event()
+        self.frames = 0
+
+    def compose(self) -> ComposeResult:
+        yield TextView(id="summary")
+        yield VerticalScroll(id="panes")
+        yield ErrorView(id="errors")
+
+    def on_mount(self) -> None:
+        self.repaint(full=True)
+        self.set_interval(1 / self.refresh_rate, self.repaint)
+        self.ready.set()
+
+    def repaint(self, full: bool = False) -> None:
+        """Apply what changed in the model since the last frame."""
+        changes = self.model.take_changes()
+        if not changes and not full and not self._has_running():
+            return
+        self.frames += 1
+        panes = self.query_one("#panes", VerticalScroll)
+        for label in self.model.requests:
+            if label not in self.panes:
+                pane = self.panes[label] = RequestPane(label, self.model, self.clock)
+                panes.mount(pane)
+            elif full or changes.vertices or self._has_running():
+                self.panes[label].refresh_from_model(None if full else changes.vertices)
+        self._summary()
+        if self.model.failed():
+            self.query_one(ErrorView).show_failures(self.model)
+
+    def _has_running(self) -> bool:
+        return bool(self.model.running)
+
+    def _summary(self) -> None:
+        done, total = self.model.counts()
+        start, now = self.model.start_time(), self.clock()
+        elapsed = (now - start).total_seconds() if start and now else 0.0
+        n = len(self.model.requests)
+        text = Text()
+        text.append(f"{self.title} ", style="bold")
+        text.append(
+            f"{done}/{total} steps · {n} request{'s' if n != 1 else ''} · {_seconds(max(elapsed, 0))}"
+        )
+        failed = len(self.model.failed())
+        if failed:
+            text.append(f" · {failed} failed", style="bold red")
+        self.query_one("#summary", TextView).show(text)
+
+
+class TTYProgress:
+    """The Textual display as a :class:`~llblib_async.progress.ProgressSink`; use it with ``async with``::
+
+        async with TTYProgress() as progress:
+            async with solver.session(client, progress=progress) as session:
+                ...
+
+    ``inline`` (default) draws under the prompt and leaves the last frame there;
+    ``inline=False`` takes the whole screen.  ``headless`` runs the app without a
+    terminal (tests, benchmarks).  :attr:`model` is the merged progress.  While
+    ``llblib_async.terminal.claim_terminal()`` is held the app is suspended (see the
+    module docs); :attr:`suspended` says so.
+    """
+
+    def __init__(
+        self,
+        *,
+        inline: bool = True,
+        headless: bool = False,
+        size: tuple[int, int] | None = None,
+        refresh_rate: float = 10.0,
+        clock: Clock | None = None,
+        model: ProgressModel | None = None,
+    ) -> None:
+        self.model = model or ProgressModel()
+        self.inline = inline
+        self.headless = headless
+        self.size = size
+        self.refresh_rate = refresh_rate
+        self.clock = clock
+        self.app: ProgressApp | None = None
+        self.suspended = False
+        self.restarts = 0
+        self._task: asyncio.Task[None] | None = None
+        self._remove_suspender: Callable[[], None] | None = None
+
+    def update(self, update: StatusUpdate) -> None:
+        self.model.apply(update)
+
+    def close(self) -> None:
+        """Nothing to do here: the display ends with its ``async with`` block."""
+
+    async def _start(self) -> None:
+        app = self.app = ProgressApp(self.model, refresh_rate=self.refresh_rate, clock=self.clock)
+        if os.environ.get("NO_COLOR"):
+            app.ansi_color = True  # the terminal's own colours only, as Textual's NO_COLOR does
+        self._task = asyncio.create_task(
+            app.run_async(headless=self.headless, inline=self.inline, inline_no_clear=True, size=self.size)
+        )
+        ready = asyncio.create_task(app.ready.wait())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            await self._task  # raises what stopped the app
+
+    async def _stop(self) -> None:
+        app, task = self.app, self._task
+        if app is None or task is None:
+            return
+        if not task.done():
+            app.repaint()
+            app.exit()
+        await task
+        self.app = self._task = None
+
+    @contextlib.asynccontextmanager
+    async def suspend(self) -> AsyncIterator[None]:
+        """Step aside while something else owns the terminal (a ``claim_terminal`` suspender)."""
+        app = self.app
+        self.suspended = True
+        try:
+            driver = app._driver if app is not None else None
+            if app is not None and driver is not None and driver.can_suspend and not self.headless:
+                with app.suspend():
+                    yield
+            else:
+                await self._stop()
+                try:
+                    yield
+                finally:
+                    self.restarts += 1
+                    await self._start()
+        finally:
+            self.suspended = False
+
+    async def __aenter__(self) -> TTYProgress:
+        await self._start()
+        self._remove_suspender = add_terminal_suspender(self.suspend)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._remove_suspender is not None:
+            self._remove_suspender()
+            self._remove_suspender = None
+        await self._stop()

@@ -1,0 +1,208 @@
+"""The Textual progress display, driven by recorded Status streams (Textual's pilot and snapshots)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+from typing import Any
+
+import pytest
+from progress_helpers import stream
+from rich.text import Text
+
+from llblib_async.errors import ProgressModeError
+from llblib_async.progress import (
+    NullProgress,
+    PlainProgress,
+    ProgressModel,
+    RawJSONProgress,
+    open_progress,
+    resolve_mode,
+)
+from llblib_async.progress.tui import ErrorView, ProgressApp, RequestPane, TextView, TTYProgress
+from llblib_async.terminal import claim_terminal
+
+
+def fed(name: str, limit: int | None = None) -> ProgressModel:
+    model = ProgressModel()
+    for update in stream(name)[:limit]:
+        model.apply(update)
+    return model
+
+
+def app_for(name: str, limit: int | None = None) -> ProgressApp:
+    model = fed(name, limit)
+    return ProgressApp(model, clock=model.last_time)
+
+
+def labels(pane: RequestPane) -> list[str]:
+    """The pane's step lines (``  ``-indented children under them), without the title."""
+    out = []
+    for line in pane.text.plain.splitlines()[1:]:
+        if line.startswith("    "):
+            out.append("  " + line[6:])
+        else:
+            out.append(line[2:])
+    return out
+
+
+async def test_one_pane_per_request_and_shared_vertices_once() -> None:
+    app = app_for("shared")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        panes = list(app.query(RequestPane))
+        assert sorted(p.label for p in panes) == ["a", "b"]
+        by_label = {p.label: labels(p) for p in panes}
+        owner = app.model.vertices[
+            next(d for d, v in app.model.vertices.items() if "common" in v.name)
+        ].requests[0]
+        other = "a" if owner == "b" else "b"
+        common_owner = [ln for ln in by_label[owner] if "common step" in ln]
+        common_other = [ln for ln in by_label[other] if "common step" in ln]
+        assert common_owner
+        assert "shared" not in common_owner[0]
+        assert common_other == [f"{common_other[0]}"]
+        assert f"(shared: see [{owner}])" in common_other[0]
+        assert all("✔" in ln for ln in by_label["a"] if not ln.startswith("  "))
+        summary = app.query_one("#summary", TextView).text.plain
+        assert "4/4 steps · 2 requests" in str(summary)
+        assert not app.query_one(ErrorView).has_class("-shown")
+
+
+async def test_error_view_shows_the_failed_steps_log() -> None:
+    app = app_for("failure")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        view = app.query_one(ErrorView)
+        assert view.has_class("-shown")
+        text = view.text.plain
+        assert "✖ [build] make" in text
+        assert "exit code: 3" in text
+        assert "│ error: missing semicolon" in text
+        assert "│ compiling" in text
+        assert "FAILED" in app.query_one(RequestPane).text.plain.splitlines()[0]
+
+
+async def test_running_step_shows_its_live_log_and_transfers() -> None:
+    model = fed("biglog", limit=20)  # the seq step still running
+    app = ProgressApp(model, clock=model.last_time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        (pane,) = app.query(RequestPane)
+        lines = labels(pane)
+        step = next(i for i, ln in enumerate(lines) if ln.startswith("▶ sh -c"))
+        live = [ln.strip() for ln in lines[step + 1 :] if ln.startswith("  ")]
+        assert 0 < len(live) <= 6
+        last = model.vertices[next(d for d, v in model.vertices.items() if v.name.startswith("sh -c"))]
+        assert live[-1] == last.logs.tail(1)[0].text
+        assert any("resolve" in ln for ln in lines)  # the image's transfer row
+        # more output arrives: the next frame shows it, not a frame per message
+        frames = app.frames
+        for update in stream("biglog")[20:30]:
+            model.apply(update)
+        await pilot.pause(0.3)
+        assert app.frames > frames
+        assert labels(pane)[step + 1 :][-1].strip() == last.logs.tail(1)[0].text
+
+
+async def test_display_suspends_while_a_container_owns_the_terminal() -> None:
+    updates = stream("shared")
+    async with TTYProgress(headless=True, size=(100, 30)) as tty:
+        for u in updates[:10]:
+            tty.update(u)
+        first = tty.app
+        assert first is not None
+        async with claim_terminal():
+            assert tty.suspended
+            assert tty.app is None  # the app stopped drawing (headless/inline: stopped, not paused)
+            for u in updates[10:]:
+                tty.update(u)  # progress still lands in the model meanwhile
+        assert not tty.suspended
+        assert tty.app is not None
+        assert tty.app is not first
+        assert tty.restarts == 1
+        await tty.app.ready.wait()
+        assert sorted(p.label for p in tty.app.query(RequestPane)) == ["a", "b"]
+        assert tty.model.counts() == (4, 4)
+    assert tty.app is None
+    # the suspender is gone with the display
+    async with claim_terminal():
+        assert not tty.suspended
+
+
+def test_tty_snapshot_of_a_failed_build(snap_compare: Any) -> None:
+    assert snap_compare(app_for("failure"), terminal_size=(110, 24))
+
+
+def test_tty_snapshot_of_two_requests(snap_compare: Any) -> None:
+    assert snap_compare(app_for("shared"), terminal_size=(110, 24))
+
+
+def test_labels_are_text_not_markup() -> None:
+    from llblib_async.progress.tui import vertex_label
+
+    model = ProgressModel()
+    from llblib_async.progress import StatusUpdate, VertexUpdate
+
+    model.apply(StatusUpdate(vertices=(VertexUpdate(digest="d", name="[internal] load [bold]x"),)))
+    label = vertex_label(model.vertices["d"], now=None)
+    assert isinstance(label, Text)
+    assert "[internal] load [bold]x" in label.plain
+
+
+# --- choosing a display -----------------------------------------------------------------
+
+
+def test_auto_is_plain_off_a_terminal_and_tty_on_one() -> None:
+    assert resolve_mode(None, out=io.StringIO(), env={}) == "plain"
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as term:
+            assert resolve_mode(None, out=term, env={}) == "tty"
+            assert resolve_mode("tty-fullscreen", out=term, env={}) == "tty-fullscreen"
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_buildkit_progress_env_is_honoured_and_the_argument_wins() -> None:
+    assert resolve_mode(None, out=io.StringIO(), env={"BUILDKIT_PROGRESS": "rawjson"}) == "rawjson"
+    assert resolve_mode("quiet", out=io.StringIO(), env={"BUILDKIT_PROGRESS": "rawjson"}) == "quiet"
+    assert resolve_mode(None, out=io.StringIO(), env={"BUILDKIT_PROGRESS": "PLAIN"}) == "plain"
+
+
+def test_bad_modes_raise_typed_errors() -> None:
+    with pytest.raises(ProgressModeError, match="'fancy'") as err:
+        resolve_mode("fancy", out=io.StringIO(), env={})
+    assert err.value.mode == "fancy"
+    with pytest.raises(ProgressModeError, match="not a terminal"):
+        resolve_mode("tty", out=io.StringIO(), env={})
+    with pytest.raises(ProgressModeError, match="'nope'"):
+        resolve_mode(None, out=io.StringIO(), env={"BUILDKIT_PROGRESS": "nope"})
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("plain", PlainProgress), ("rawjson", RawJSONProgress), ("quiet", NullProgress)]
+)
+async def test_open_progress_gives_the_display(mode: str, kind: type) -> None:
+    out = io.StringIO()
+    async with open_progress(mode, out=out, env={}) as sink:
+        assert isinstance(sink, kind)
+        for u in stream("local_build"):
+            sink.update(u)
+    if mode == "quiet":
+        assert out.getvalue() == ""
+    else:
+        assert "exporting to client directory" in out.getvalue()
+
+
+async def test_no_color_keeps_the_terminals_own_colours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    async with TTYProgress(headless=True, size=(80, 20)) as tty:
+        assert tty.app is not None
+        assert tty.app.ansi_color
+    monkeypatch.delenv("NO_COLOR")
+    async with TTYProgress(headless=True, size=(80, 20)) as tty:
+        assert tty.app is not None
+        assert not tty.app.ansi_color
