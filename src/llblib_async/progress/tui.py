@@ -37,13 +37,15 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
+from textual.geometry import Region, Size
+from textual.strip import Strip
 from textual.widget import Widget
 
 from ..terminal import add_terminal_suspender
 from .model import StatusUpdate
 from .state import ProgressModel, SubProgress, VertexState
 
-__all__ = ["ProgressApp", "RequestPane", "TTYProgress"]
+__all__ = ["ProgressApp", "ProgressView", "RequestPane", "TTYProgress"]
 
 Clock = Callable[[], datetime.datetime | None]
 
@@ -138,30 +140,27 @@ class TextView(Widget):
         self.refresh(layout=layout)
 
 
-class RequestPane(TextView):
-    """One request: its title and the tree of its steps, as text.
+class RequestPane:
+    """One request: its title and the tree of its steps, as lines of text (not a widget).
 
-    One text block per request, not a Textual ``Tree``: a pane is re-rendered only when
-    one of its vertices changed (or a running one's whole-second duration did), and a
-    text block renders far cheaper than a tree widget's styled lines.  A long build
-    shows its running and failed steps and the last ``finished_lines`` finished ones.
-    """
-
-    DEFAULT_CSS = """
-    RequestPane { height: auto; margin: 0 0 1 0; }
+    Every pane is drawn by the one :class:`ProgressView`; a pane is re-built only when one
+    of its vertices changed (or a running one's whole-second duration did), and only its
+    lines that differ are drawn again.  A long build shows its running and failed steps
+    and the last ``finished_lines`` finished ones.
     """
 
     def __init__(self, label: str, model: ProgressModel, clock: Clock, *, finished_lines: int = 8) -> None:
-        super().__init__()
         self.label = label
         self.model = model
         self.clock = clock
         self.finished_lines = finished_lines
         self.log_lines = _LOG_LINES
-        self._height = 0
+        self.lines: list[Text] = []
 
-    def on_mount(self) -> None:
-        self.refresh_from_model(None)
+    @property
+    def text(self) -> Text:
+        """The pane's lines as one text (title first)."""
+        return Text("\n").join(self.lines)
 
     def _visible(self) -> tuple[list[VertexState], int]:
         req = self.model.requests[self.label]
@@ -178,11 +177,11 @@ class RequestPane(TextView):
         hidden = req.finished - sum(v.state not in ("waiting", "running") for v in vs)
         return vs, hidden
 
-    def refresh_from_model(self, changed: frozenset[str] | None) -> None:
-        """Re-render if a vertex in ``changed`` is one of ours (``None``: always)."""
+    def refresh_from_model(self, changed: frozenset[str] | None) -> bool:
+        """Re-build if a vertex in ``changed`` is one of ours (``None``: always); says whether it did."""
         req = self.model.requests.get(self.label)
         if req is None:
-            return
+            return False
         if len(self.model.requests) > _COMPACT_AFTER:  # many panes: each one shorter
             self.log_lines, self.finished_lines = 3, min(self.finished_lines, 3)
         if (
@@ -192,22 +191,24 @@ class RequestPane(TextView):
                 self.label in self.model.vertices[d].requests for d in changed if d in self.model.vertices
             )
         ):
-            return
+            return False
         now = self.clock()
-        text = Text(no_wrap=True, overflow="ellipsis")  # one line per item: no wrapping to compute
         done, total = req.counts()
-        text.append(f"[{self.label or 'build'}] ", style="bold")
-        text.append(f"{done}/{total} steps")
+        title = Text()
+        title.append(f"[{self.label or 'build'}] ", style="bold")
+        title.append(f"{done}/{total} steps")
         if req.failed:
-            text.append("  FAILED", style="bold red")
+            title.append("  FAILED", style="bold red")
+        lines = [title]
         vs, hidden = self._visible()
         if hidden > 0:
-            text.append(f"\n  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim")
+            lines.append(Text(f"  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim"))
         for v in vs:
             owner = v.requests[0] if v.requests else self.label
             shared_from = owner if owner != self.label else ""
-            text.append("\n  ")
-            text.append_text(vertex_label(v, now=now, shared_from=shared_from))
+            line = Text("  ")
+            line.append_text(vertex_label(v, now=now, shared_from=shared_from))
+            lines.append(line)
             children: list[Text] = []
             if not shared_from:  # a shared vertex's details are in the owner's pane
                 children.extend(row_label(row) for row in v.subprogress.values())
@@ -217,16 +218,72 @@ class RequestPane(TextView):
                         for line in v.logs.tail(self.log_lines)
                     )
             for i, child in enumerate(children):
-                text.append("\n    └ " if i == len(children) - 1 else "\n    ├ ", style="dim")
-                text.append_text(child)
+                line = Text()
+                line.append("    └ " if i == len(children) - 1 else "    ├ ", style="dim")
+                line.append_text(child)
+                lines.append(line)
         # A pane never shrinks while the build runs: steps start and end all the time, and
-        # each change of height would lay the whole screen out again.
-        lines = text.plain.count("\n") + 1
-        if lines < self._height and (req.running or req.finished < len(req.vertices)):
-            text.append("\n" * (self._height - lines))
-        else:
-            self._height = lines
-        self.show(text)
+        # each change of height would lay the screen out again.
+        if len(lines) < len(self.lines) and (req.running or req.finished < len(req.vertices)):
+            lines.extend(Text() for _ in range(len(self.lines) - len(lines)))
+        self.lines = lines
+        return True
+
+
+class ProgressView(Widget):
+    """Every request's pane in one widget, drawn line by line (Textual's line API).
+
+    Each line is a :class:`~rich.text.Text` turned into a :class:`~textual.strip.Strip`
+    once; a frame redraws only the lines that differ from the last frame's, and lays the
+    screen out again only when the number of lines changes (panes are separated by an
+    empty line).
+    """
+
+    DEFAULT_CSS = """
+    ProgressView { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.lines: list[Text] = []
+        self._strips: list[Strip | None] = []
+        self._width = -1
+
+    def show(self, lines: list[Text]) -> None:
+        """Draw ``lines`` (only those that changed; a relayout only for a new line count)."""
+        old = self.lines
+        self.lines = lines
+        if len(lines) != len(old):
+            self._strips = [None] * len(lines)
+            self.refresh(layout=True)
+            return
+        dirty = [y for y, (a, b) in enumerate(zip(old, lines, strict=True)) if a != b]
+        if not dirty:
+            return
+        width = self.size.width
+        for y in dirty:
+            self._strips[y] = None
+        self.refresh(*(Region(0, y, width, 1) for y in dirty))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        style = self.rich_style
+        if y >= len(self.lines):
+            return Strip.blank(width, style)
+        if width != self._width:
+            self._width = width
+            self._strips = [None] * len(self.lines)
+        strip = self._strips[y]
+        if strip is None:
+            text = self.lines[y].copy()
+            text.truncate(width, overflow="ellipsis")
+            text.stylize_before(style)
+            strip = Strip(text.render(self.app.console), text.cell_len).extend_cell_length(width, style)
+            self._strips[y] = strip
+        return strip
 
 
 class ErrorView(TextView):
@@ -270,6 +327,7 @@ class ProgressApp(App[None]):
     Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; }
     #summary { height: 1; padding: 0 1; background: $boost; }
     #panes { height: auto; }
+    ProgressView { margin: 0 0 1 0; }
     """
     BINDINGS: ClassVar[list[Any]] = [("q", "quit", "Hide the display (the build goes on)")]
     ENABLE_COMMAND_PALETTE = False
@@ -293,7 +351,8 @@ class ProgressApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield TextView(id="summary")
-        yield VerticalScroll(id="panes")
+        with VerticalScroll(id="panes"):
+            yield ProgressView(id="view")
         yield ErrorView(id="errors")
 
     def on_mount(self) -> None:
@@ -304,16 +363,25 @@ class ProgressApp(App[None]):
     def repaint(self, full: bool = False) -> None:
         """Apply what changed in the model since the last frame."""
         changes = self.model.take_changes()
-        if not changes and not full and not self._has_running():
+        running = self._has_running()
+        if not changes and not full and not running:
             return
         self.frames += 1
-        panes = self.query_one("#panes", VerticalScroll)
+        rebuilt = False
         for label in self.model.requests:
-            if label not in self.panes:
+            pane = self.panes.get(label)
+            if pane is None:
                 pane = self.panes[label] = RequestPane(label, self.model, self.clock)
-                panes.mount(pane)
-            elif full or changes.vertices or self._has_running():
-                self.panes[label].refresh_from_model(None if full else changes.vertices)
+                rebuilt |= pane.refresh_from_model(None)
+            elif full or changes.vertices or running:
+                rebuilt |= pane.refresh_from_model(None if full else changes.vertices)
+        if rebuilt:
+            lines: list[Text] = []
+            for i, pane in enumerate(self.panes.values()):
+                if i:
+                    lines.append(Text())
+                lines.extend(pane.lines)
+            self.query_one(ProgressView).show(lines)
         self._summary()
         if self.model.failed():
             self.query_one(ErrorView).show_failures(self.model)
