@@ -127,7 +127,7 @@ async def _throughput(total: int) -> dict[str, float]:
 
 
 async def _replay(replays: int, rate: float) -> dict[str, float]:
-    from llblib_async.progress.tui import TTYProgress
+    from llblib_async.progress.tui import ProgressView, TTYProgress
 
     updates, times = _load()
     span = times[-1] + 0.1
@@ -144,12 +144,14 @@ async def _replay(replays: int, rate: float) -> dict[str, float]:
                 n += 1
         elapsed, cpu = loop.time() - t0, time.process_time() - cpu0
         frames = tty.app.frames if tty.app is not None else 0
+        layouts = tty.app.query_one(ProgressView).layouts if tty.app is not None else 0
     return {
         "messages": n,
         "seconds": elapsed,
         "cpu_seconds": cpu,
         "cpu_share": cpu / elapsed,
         "frames": frames,
+        "layouts": layouts,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -230,7 +232,7 @@ def main() -> int:
     print(
         f"  python replay on a pty: {py_rp['messages']:.0f} msgs in {py_rp['seconds']:.1f}s, "
         f"cpu {py_rp['cpu_seconds']:.2f}s = {100 * py_rp['cpu_share']:.1f}% of a core, "
-        f"{py_rp['frames']:.0f} frames",
+        f"{py_rp['frames']:.0f} frames ({py_rp['layouts']:.0f} with a new height)",
         flush=True,
     )
     n_replay = int(py_rp["messages"])

@@ -52,6 +52,7 @@ Clock = Callable[[], datetime.datetime | None]
 _LOG_LINES = 6  # log lines shown under a running vertex
 _COMPACT_AFTER = 4  # with more requests than this, each pane shows less (see RequestPane)
 _ERROR_LOG_LINES = 20  # log lines shown for a failed vertex
+_GROW_BY = 8  # while steps run, the panes' height grows by half or at least this many lines
 
 _ICONS = {
     "waiting": ("·", "dim"),
@@ -156,6 +157,7 @@ class RequestPane:
         self.finished_lines = finished_lines
         self.log_lines = _LOG_LINES
         self.lines: list[Text] = []
+        self._ticks: tuple[int, ...] = ()  # the running steps' whole seconds last shown
 
     @property
     def text(self) -> Text:
@@ -177,22 +179,19 @@ class RequestPane:
         hidden = req.finished - sum(v.state not in ("waiting", "running") for v in vs)
         return vs, hidden
 
-    def refresh_from_model(self, changed: frozenset[str] | None) -> bool:
-        """Re-build if a vertex in ``changed`` is one of ours (``None``: always); says whether it did."""
+    def refresh_from_model(self, changed: bool = True) -> bool:
+        """Re-build the lines if ``changed`` (one of the request's vertices changed) or a
+        running step's whole-second duration did; says whether it did."""
         req = self.model.requests.get(self.label)
         if req is None:
             return False
         if len(self.model.requests) > _COMPACT_AFTER:  # many panes: each one shorter
             self.log_lines, self.finished_lines = 3, min(self.finished_lines, 3)
-        if (
-            changed is not None
-            and not req.running
-            and not any(
-                self.label in self.model.vertices[d].requests for d in changed if d in self.model.vertices
-            )
-        ):
-            return False
         now = self.clock()
+        ticks = tuple(int(self.model.vertices[d].duration(now)) for d in sorted(req.running))
+        if not changed and ticks == self._ticks:
+            return False
+        self._ticks = ticks
         done, total = req.counts()
         title = Text()
         title.append(f"[{self.label or 'build'}] ", style="bold")
@@ -248,12 +247,15 @@ class ProgressView(Widget):
         self.lines: list[Text] = []
         self._strips: list[Strip | None] = []
         self._width = -1
+        #: how often a new number of lines made Textual lay the screen out again
+        self.layouts = 0
 
     def show(self, lines: list[Text]) -> None:
         """Draw ``lines`` (only those that changed; a relayout only for a new line count)."""
         old = self.lines
         self.lines = lines
         if len(lines) != len(old):
+            self.layouts += 1
             self._strips = [None] * len(lines)
             self.refresh(layout=True)
             return
@@ -269,21 +271,39 @@ class ProgressView(Widget):
         return len(self.lines)
 
     def render_line(self, y: int) -> Strip:
+        return self.render_lines(Region(0, y, self.size.width, 1))[0]
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in ``crop``, each made a strip once (the view has no border or padding
+        for Textual's styles cache to add, and in an inline app Textual asks for every line
+        of the screen every frame)."""
         width = self.size.width
-        style = self.rich_style
-        if y >= len(self.lines):
-            return Strip.blank(width, style)
         if width != self._width:
             self._width = width
             self._strips = [None] * len(self.lines)
-        strip = self._strips[y]
-        if strip is None:
-            text = self.lines[y].copy()
-            text.truncate(width, overflow="ellipsis")
-            text.stylize_before(style)
-            strip = Strip(text.render(self.app.console), text.cell_len).extend_cell_length(width, style)
-            self._strips[y] = strip
-        return strip
+        style = None
+        strips: list[Strip] = []
+        for y in crop.line_range:
+            strip = self._strips[y] if y < len(self._strips) else None
+            if strip is None:
+                if style is None:
+                    style = self.rich_style
+                    background = self.background_colors[1]
+                    filters = self.get_line_filters()
+                if y >= len(self.lines):
+                    strips.append(Strip.blank(width, style))
+                    continue
+                text = self.lines[y].copy()
+                text.truncate(width, overflow="ellipsis")
+                text.stylize_before(style)
+                strip = Strip(text.render(self.app.console), text.cell_len).extend_cell_length(width, style)
+                for line_filter in filters:
+                    strip = strip.apply_filter(line_filter, background)
+                self._strips[y] = strip
+            strips.append(strip)
+        if crop.x or crop.width != width:
+            strips = [strip.crop(crop.x, crop.right) for strip in strips]
+        return strips
 
 
 class ErrorView(TextView):
@@ -324,7 +344,7 @@ class ProgressApp(App[None]):
 
     CSS = """
     Screen { height: auto; }
-    Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; }
+    Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; scrollbar-size-vertical: 0; }
     #summary { height: 1; padding: 0 1; background: $boost; }
     #panes { height: auto; }
     ProgressView { margin: 0 0 1 0; }
@@ -368,20 +388,30 @@ class ProgressApp(App[None]):
             return
         self.frames += 1
         rebuilt = False
+        touched = {label for d in changes.vertices for label in self.model.vertices[d].requests}
         for label in self.model.requests:
             pane = self.panes.get(label)
             if pane is None:
                 pane = self.panes[label] = RequestPane(label, self.model, self.clock)
-                rebuilt |= pane.refresh_from_model(None)
-            elif full or changes.vertices or running:
-                rebuilt |= pane.refresh_from_model(None if full else changes.vertices)
+                rebuilt |= pane.refresh_from_model()
+            else:
+                rebuilt |= pane.refresh_from_model(full or label in touched)
         if rebuilt:
             lines: list[Text] = []
             for i, pane in enumerate(self.panes.values()):
                 if i:
                     lines.append(Text())
                 lines.extend(pane.lines)
-            self.query_one(ProgressView).show(lines)
+            view = self.query_one(ProgressView)
+            if running:
+                # Requests end and start all the time in a busy session: while anything
+                # runs the view does not shrink and grows by half its height at a time, as
+                # each change of its height lays the screen out again (twice a frame's cost).
+                height = len(view.lines)
+                if len(lines) > height:
+                    height = max(len(lines), height * 3 // 2, _GROW_BY)
+                lines.extend(Text() for _ in range(height - len(lines)))
+            view.show(lines)
         self._summary()
         if self.model.failed():
             self.query_one(ErrorView).show_failures(self.model)
