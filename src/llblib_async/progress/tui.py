@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import datetime
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -43,7 +43,7 @@ from textual.widget import Widget
 
 from ..terminal import add_terminal_suspender
 from .model import StatusUpdate
-from .state import ProgressModel, SubProgress, VertexState
+from .state import LogLine, ProgressModel, SubProgress, VertexState
 
 __all__ = ["ProgressApp", "ProgressView", "RequestPane", "TTYProgress"]
 
@@ -79,16 +79,24 @@ def _seconds(s: float) -> str:
     return f"{minutes}m{sec:02d}s"
 
 
+def _duration_text(v: VertexState, now: datetime.datetime | None) -> str:
+    """``3s`` while it runs (whole seconds: one repaint a second), ``3.2s`` when it ended."""
+    if v.state == "running" and v.intervals:
+        return f"{int(v.duration(now))}s"
+    if v.state in ("done", "error", "canceled") and v.intervals:
+        return _seconds(v.duration(now))
+    return ""
+
+
 def vertex_label(v: VertexState, *, now: datetime.datetime | None, shared_from: str = "") -> Text:
     """``▶ name  3.2s`` with the state's icon and colour (plain text: names may hold ``[``)."""
     icon, style = _ICONS[v.state]
     label = Text()
     label.append(f"{icon} ", style=style)
     label.append(v.name or v.digest[:19])
-    if v.state == "running" and v.intervals:
-        label.append(f"  {int(v.duration(now))}s", style="dim")  # whole seconds: one repaint a second
-    elif v.state in ("done", "error", "canceled") and v.intervals:
-        label.append(f"  {_seconds(v.duration(now))}", style="dim")
+    duration = _duration_text(v, now)
+    if duration:
+        label.append(f"  {duration}", style="dim")
     if v.state == "cached":
         label.append("  CACHED", style="cyan")
     elif v.state == "error":
@@ -141,6 +149,25 @@ class TextView(Widget):
         self.refresh(layout=layout)
 
 
+def _child(text: Text, *, last: bool) -> Text:
+    """A line under a step: ``├ text``, or ``└ text`` for the last one."""
+    line = Text()
+    line.append("    └ " if last else "    ├ ", style="dim")
+    return line.append_text(text)
+
+
+def _log_child(line: LogLine, last: bool) -> Text:
+    return _child(Text(line.text, style="red" if line.stream == 2 else ""), last=last)
+
+
+def _hidden_line(hidden: int) -> Text:
+    return Text(f"  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim")
+
+
+def _vertex_line(v: VertexState, now: datetime.datetime | None, shared_from: str) -> Text:
+    return Text("  ").append_text(vertex_label(v, now=now, shared_from=shared_from))
+
+
 class RequestPane:
     """One request: its title and the tree of its steps, as lines of text (not a widget).
 
@@ -158,6 +185,15 @@ class RequestPane:
         self.log_lines = _LOG_LINES
         self.lines: list[Text] = []
         self._ticks: tuple[int, ...] = ()  # the running steps' whole seconds last shown
+        self._made: dict[Hashable, Text] = {}  # the lines shown, by what they show
+
+    def _title(self, done: int, total: int, failed: bool) -> Text:
+        title = Text()
+        title.append(f"[{self.label or 'build'}] ", style="bold")
+        title.append(f"{done}/{total} steps")
+        if failed:
+            title.append("  FAILED", style="bold red")
+        return title
 
     @property
     def text(self) -> Text:
@@ -193,34 +229,34 @@ class RequestPane:
             return False
         self._ticks = ticks
         done, total = req.counts()
-        title = Text()
-        title.append(f"[{self.label or 'build'}] ", style="bold")
-        title.append(f"{done}/{total} steps")
-        if req.failed:
-            title.append("  FAILED", style="bold red")
-        lines = [title]
+        # A frame re-builds most panes (their steps print), but few of their lines changed:
+        # a line's text is made once and kept while the pane shows it.
+        made, self._made = self._made, {}
+
+        def line(key: Hashable, make: Callable[..., Text], *args: Any) -> Text:
+            text = made.get(key)
+            if text is None:
+                text = make(*args)
+            self._made[key] = text
+            return text
+
+        lines = [line(("title", done, total, bool(req.failed)), self._title, done, total, bool(req.failed))]
         vs, hidden = self._visible()
         if hidden > 0:
-            lines.append(Text(f"  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim"))
+            lines.append(line(("hidden", hidden), _hidden_line, hidden))
         for v in vs:
             owner = v.requests[0] if v.requests else self.label
             shared_from = owner if owner != self.label else ""
-            line = Text("  ")
-            line.append_text(vertex_label(v, now=now, shared_from=shared_from))
-            lines.append(line)
-            children: list[Text] = []
-            if not shared_from:  # a shared vertex's details are in the owner's pane
-                children.extend(row_label(row) for row in v.subprogress.values())
-                if v.state == "running":
-                    children.extend(
-                        Text(line.text, style="red" if line.stream == 2 else "")
-                        for line in v.logs.tail(self.log_lines)
-                    )
-            for i, child in enumerate(children):
-                line = Text()
-                line.append("    └ " if i == len(children) - 1 else "    ├ ", style="dim")
-                line.append_text(child)
-                lines.append(line)
+            key = (v.digest, v.state, v.name, _duration_text(v, now), v.logs.clipped, shared_from)
+            lines.append(line(key, _vertex_line, v, now, shared_from))
+            if shared_from:  # a shared vertex's details are in the owner's pane
+                continue
+            rows = [row_label(row) for row in v.subprogress.values()]
+            logs = v.logs.tail(self.log_lines) if v.state == "running" else []
+            n = len(rows) + len(logs)
+            lines.extend(_child(row, last=i == n - 1) for i, row in enumerate(rows))
+            for i, log in enumerate(logs, len(rows)):
+                lines.append(line((log, i == n - 1), _log_child, log, i == n - 1))
         # A pane never shrinks while the build runs: steps start and end all the time, and
         # each change of height would lay the screen out again.
         if len(lines) < len(self.lines) and (req.running or req.finished < len(req.vertices)):
@@ -259,7 +295,7 @@ class ProgressView(Widget):
             self._strips = [None] * len(lines)
             self.refresh(layout=True)
             return
-        dirty = [y for y, (a, b) in enumerate(zip(old, lines, strict=True)) if a != b]
+        dirty = [y for y, (a, b) in enumerate(zip(old, lines, strict=True)) if a is not b and a != b]
         if not dirty:
             return
         width = self.size.width
@@ -344,7 +380,9 @@ class ProgressApp(App[None]):
 
     CSS = """
     Screen { height: auto; }
-    Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; scrollbar-size-vertical: 0; }
+    Screen:inline {
+        height: auto; max-height: 40; border-top: none; border-bottom: none; scrollbar-size-vertical: 0;
+    }
     #summary { height: 1; padding: 0 1; background: $boost; }
     #panes { height: auto; }
     ProgressView { margin: 0 0 1 0; }
