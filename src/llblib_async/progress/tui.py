@@ -34,6 +34,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, ClassVar
 
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
@@ -326,13 +327,18 @@ class ProgressView(Widget):
                     style = self.rich_style
                     background = self.background_colors[1]
                     filters = self.get_line_filters()
+                    console = self.app.console
                 if y >= len(self.lines):
                     strips.append(Strip.blank(width, style))
                     continue
-                text = self.lines[y].copy()
-                text.truncate(width, overflow="ellipsis")
-                text.stylize_before(style)
-                strip = Strip(text.render(self.app.console), text.cell_len).extend_cell_length(width, style)
+                text = self.lines[y]
+                if text.cell_len > width:
+                    text = text.copy()
+                    text.truncate(width, overflow="ellipsis")
+                segments = list(Segment.apply_style(text.render(console), style))
+                if text.cell_len < width:
+                    segments.append(Segment(" " * (width - text.cell_len), style))
+                strip = Strip(segments, max(width, text.cell_len))  # one strip: each costs 7 caches
                 for line_filter in filters:
                     strip = strip.apply_filter(line_filter, background)
                 self._strips[y] = strip
