@@ -36,10 +36,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from llblib_async.progress import LogChunk, StatusRow, StatusUpdate, VertexUpdate
+from llblib_async.progress import LogChunk, StatusUpdate
 
 HERE = Path(__file__).resolve().parent
 STREAM = HERE.parent / "tests" / "progress_streams" / "busy.jsonl.gz"
@@ -66,32 +67,13 @@ def _renamed(update: Any, rep: int) -> Any:
     return StatusUpdate(
         request=update.request,
         vertices=tuple(
-            VertexUpdate(
-                digest=v.digest + sfx,
-                name=v.name,
-                inputs=tuple(i + sfx for i in v.inputs),
-                cached=v.cached,
-                started=v.started,
-                completed=v.completed,
-                error=v.error,
-                progress_group=v.progress_group,
-            )
-            for v in update.vertices
+            [
+                replace(v, digest=v.digest + sfx, inputs=tuple([i + sfx for i in v.inputs]))
+                for v in update.vertices
+            ]
         ),
-        statuses=tuple(
-            StatusRow(
-                id=s.id,
-                vertex=s.vertex + sfx,
-                name=s.name,
-                current=s.current,
-                total=s.total,
-                timestamp=s.timestamp,
-                started=s.started,
-                completed=s.completed,
-            )
-            for s in update.statuses
-        ),
-        logs=tuple(LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp) for c in update.logs),
+        statuses=tuple([replace(s, vertex=s.vertex + sfx) for s in update.statuses]),
+        logs=tuple([LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp) for c in update.logs]),
         warnings=update.warnings,
     )
 
