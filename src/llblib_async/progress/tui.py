@@ -37,7 +37,6 @@ from typing import Any, ClassVar
 from rich.segment import Segment
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.containers import VerticalScroll
 from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
@@ -390,7 +389,6 @@ class ProgressApp(App[None]):
         height: auto; max-height: 40; border-top: none; border-bottom: none; scrollbar-size-vertical: 0;
     }
     #summary { height: 1; padding: 0 1; background: $boost; }
-    #panes { height: auto; }
     ProgressView { margin: 0 0 1 0; }
     """
     BINDINGS: ClassVar[list[Any]] = [("q", "quit", "Hide the display (the build goes on)")]
@@ -415,8 +413,7 @@ class ProgressApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield TextView(id="summary")
-        with VerticalScroll(id="panes"):
-            yield ProgressView(id="view")
+        yield ProgressView(id="panes")  # the screen scrolls: no container to draw each frame
         yield ErrorView(id="errors")
 
     def on_mount(self) -> None:
