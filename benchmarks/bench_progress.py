@@ -126,7 +126,7 @@ async def _replay(replays: int, rate: float) -> dict[str, float]:
                 n += 1
         elapsed, cpu = loop.time() - t0, time.process_time() - cpu0
         frames = tty.app.frames if tty.app is not None else 0
-        layouts = tty.app.query_one(ProgressView).layouts if tty.app is not None else 0
+        layouts = tty.app.query_one("#panes", ProgressView).layouts if tty.app is not None else 0
     return {
         "messages": n,
         "seconds": elapsed,

@@ -20,7 +20,7 @@ from llblib_async.progress import (
     open_progress,
     resolve_mode,
 )
-from llblib_async.progress.tui import ErrorView, ProgressApp, RequestPane, TextView, TTYProgress
+from llblib_async.progress.tui import ErrorView, ProgressApp, ProgressView, RequestPane, TTYProgress
 from llblib_async.terminal import claim_terminal
 
 
@@ -65,7 +65,7 @@ async def test_one_pane_per_request_and_shared_vertices_once() -> None:
         assert common_other == [f"{common_other[0]}"]
         assert f"(shared: see [{owner}])" in common_other[0]
         assert all("✔" in ln for ln in by_label["a"] if not ln.startswith("  "))
-        summary = app.query_one("#summary", TextView).text.plain
+        summary = app.query_one("#summary", ProgressView).lines[0].plain
         assert "4/4 steps · 2 requests" in str(summary)
         assert not app.query_one(ErrorView).has_class("-shown")
 

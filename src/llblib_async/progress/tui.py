@@ -388,8 +388,8 @@ class ProgressApp(App[None]):
     Screen:inline {
         height: auto; max-height: 40; border-top: none; border-bottom: none; scrollbar-size-vertical: 0;
     }
-    #summary { height: 1; padding: 0 1; background: $boost; }
-    ProgressView { margin: 0 0 1 0; }
+    #summary { background: $boost; }
+    #panes { margin: 0 0 1 0; }
     """
     BINDINGS: ClassVar[list[Any]] = [("q", "quit", "Hide the display (the build goes on)")]
     ENABLE_COMMAND_PALETTE = False
@@ -412,7 +412,7 @@ class ProgressApp(App[None]):
         self.frames = 0
 
     def compose(self) -> ComposeResult:
-        yield TextView(id="summary")
+        yield ProgressView(id="summary")
         yield ProgressView(id="panes")  # the screen scrolls: no container to draw each frame
         yield ErrorView(id="errors")
 
@@ -443,7 +443,7 @@ class ProgressApp(App[None]):
                 if i:
                     lines.append(Text())
                 lines.extend(pane.lines)
-            view = self.query_one(ProgressView)
+            view = self.query_one("#panes", ProgressView)
             if running:
                 # Requests end and start all the time in a busy session: while anything
                 # runs the view does not shrink and grows by half its height at a time, as
@@ -465,7 +465,7 @@ class ProgressApp(App[None]):
         start, now = self.model.start_time(), self.clock()
         elapsed = (now - start).total_seconds() if start and now else 0.0
         n = len(self.model.requests)
-        text = Text()
+        text = Text(" ")  # the line's left padding
         text.append(f"{self.title} ", style="bold")
         text.append(
             f"{done}/{total} steps · {n} request{'s' if n != 1 else ''} · {_seconds(max(elapsed, 0))}"
@@ -473,7 +473,7 @@ class ProgressApp(App[None]):
         failed = len(self.model.failed())
         if failed:
             text.append(f" · {failed} failed", style="bold red")
-        self.query_one("#summary", TextView).show(text)
+        self.query_one("#summary", ProgressView).show([text])
 
 
 class TTYProgress:
