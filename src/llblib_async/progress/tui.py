@@ -52,6 +52,7 @@ Clock = Callable[[], datetime.datetime | None]
 _LOG_LINES = 6  # log lines shown under a running vertex
 _COMPACT_AFTER = 4  # with more requests than this, each pane shows less (see RequestPane)
 _ERROR_LOG_LINES = 20  # log lines shown for a failed vertex
+_BLANK = Text()  # one object for every empty line: the view compares lines by identity first
 _GROW_BY = 8  # while steps run, the panes' height grows by half or at least this many lines
 
 _ICONS = {
@@ -260,7 +261,7 @@ class RequestPane:
         # A pane never shrinks while the build runs: steps start and end all the time, and
         # each change of height would lay the screen out again.
         if len(lines) < len(self.lines) and (req.running or req.finished < len(req.vertices)):
-            lines.extend(Text() for _ in range(len(self.lines) - len(lines)))
+            lines.extend([_BLANK] * (len(self.lines) - len(lines)))
         self.lines = lines
         return True
 
@@ -441,7 +442,7 @@ class ProgressApp(App[None]):
             lines: list[Text] = []
             for i, pane in enumerate(self.panes.values()):
                 if i:
-                    lines.append(Text())
+                    lines.append(_BLANK)
                 lines.extend(pane.lines)
             view = self.query_one("#panes", ProgressView)
             if running:
@@ -451,7 +452,7 @@ class ProgressApp(App[None]):
                 height = len(view.lines)
                 if len(lines) > height:
                     height = max(len(lines), height * 3 // 2, _GROW_BY)
-                lines.extend(Text() for _ in range(height - len(lines)))
+                lines.extend([_BLANK] * (height - len(lines)))
             view.show(lines)
         self._summary()
         if self.model.failed():
