@@ -187,6 +187,8 @@ class RequestPane:
         self.lines: list[Text] = []
         self._ticks: tuple[int, ...] = ()  # the running steps' whole seconds last shown
         self._made: dict[Hashable, Text] = {}  # the lines shown, by what they show
+        #: a step of the request changed since the lines were built (the pane was out of sight)
+        self.stale = True
 
     def _title(self, done: int, total: int, failed: bool) -> Text:
         title = Text()
@@ -409,6 +411,7 @@ class ProgressApp(App[None]):
         self.clock: Clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.title = title
         self.panes: dict[str, RequestPane] = {}
+        self._stale = False  # some pane waits to be scrolled to
         self.ready = asyncio.Event()
         self.frames = 0
 
@@ -426,25 +429,33 @@ class ProgressApp(App[None]):
         """Apply what changed in the model since the last frame."""
         changes = self.model.take_changes()
         running = self._has_running()
-        if not changes and not full and not running:
+        if not changes and not full and not running and not self._stale:
             return
         self.frames += 1
         rebuilt = False
         touched = {label for d in changes.vertices for label in self.model.vertices[d].requests}
+        view = self.query_one("#panes", ProgressView)
+        screen = self.screen
+        # Panes below the screen's last line wait (stale) until it scrolls to them: a busy
+        # session has more panes than a terminal has lines, most of them out of sight.
+        bottom = screen.scroll_offset.y + screen.size.height - view.virtual_region.y
+        y, self._stale = 0, False
         for label in self.model.requests:
             pane = self.panes.get(label)
             if pane is None:
                 pane = self.panes[label] = RequestPane(label, self.model, self.clock)
-                rebuilt |= pane.refresh_from_model()
-            else:
-                rebuilt |= pane.refresh_from_model(full or label in touched)
+            pane.stale |= full or label in touched
+            if y < bottom or full:
+                rebuilt |= pane.refresh_from_model(pane.stale)
+                pane.stale = False
+            self._stale |= pane.stale
+            y += len(pane.lines) + 1
         if rebuilt:
             lines: list[Text] = []
             for i, pane in enumerate(self.panes.values()):
                 if i:
                     lines.append(_BLANK)
                 lines.extend(pane.lines)
-            view = self.query_one("#panes", ProgressView)
             if running:
                 # Requests end and start all the time in a busy session: while anything
                 # runs the view does not shrink and grows by half its height at a time, as
