@@ -12,9 +12,12 @@
 * an error view with the failing step, its error, the end of its log, and the
   warnings with their source locations.
 
-The app repaints at ``refresh_rate`` Hz from :meth:`ProgressModel.take_changes`
-(only the panes whose vertices changed), never once per Status message, so a build
-that prints a million log lines costs the display what it costs the model.
+The app repaints at ``refresh_rate`` Hz from :meth:`ProgressModel.take_changes`, never
+once per Status message, so a build that prints a million log lines costs the display
+what it costs the model.  A frame costs what changed on screen: every pane is lines of
+one :class:`ProgressView` (Textual's line API); a :class:`RequestPane` re-builds its
+lines only when its steps changed (panes out of sight when scrolled to), and the view
+redraws only the lines that differ and lays the screen out only when its height grows.
 
 It runs inline (under the prompt, its last frame left on the terminal) by default, or
 full screen with ``inline=False``.  While an interactive container owns the terminal
