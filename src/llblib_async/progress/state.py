@@ -175,9 +175,12 @@ class LogBuffer:
 
     def tail(self, n: int) -> list[LogLine]:
         """The last ``n`` lines, including an unfinished last line."""
-        lines = list(self.lines)[-n:] if n else []
+        if not n:
+            return []
+        done = self.lines  # the last n of a deque, not a copy of all of it (a display asks each frame)
+        lines = [done[-i] for i in range(min(n, len(done)), 0, -1)]
         lines.extend(self.partial)
-        return lines[-n:] if n else []
+        return lines[-n:]
 
 
 @dataclass(slots=True)
