@@ -429,18 +429,26 @@ class ProgressModel:
                 sub = v.subprogress[row.id] = SubProgress(row.id)
             sub.apply(row)
             changed.add(row.vertex)
-        self.last_logs = []
+        self.last_logs = last_logs = []
+        vertices = self.vertices
         for chunk in update.logs:
-            v = self._vertex(chunk.vertex, req)
+            found = vertices.get(chunk.vertex)  # _vertex's work only for a vertex new to the request
+            v = (
+                found
+                if found is not None and req.label in found.requests
+                else self._vertex(chunk.vertex, req)
+            )
             # Every request's stream reports a shared vertex's output: keep one copy.
-            key = (chunk.stream, chunk.timestamp, len(chunk.data), hash(chunk.data))
-            if key in v.seen_logs:
+            data = chunk.data
+            key = (chunk.stream, chunk.timestamp, len(data), hash(data))
+            seen = v.seen_logs
+            if key in seen:
                 continue
-            v.seen_logs[key] = None
-            if len(v.seen_logs) > _SEEN_LOGS:
-                v.seen_logs.popitem(last=False)
-            v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
-            self.last_logs.append(chunk)
+            seen[key] = None
+            if len(seen) > _SEEN_LOGS:
+                seen.popitem(last=False)
+            v.logs.feed(chunk.stream, data, chunk.timestamp)
+            last_logs.append(chunk)
             changed.add(chunk.vertex)
         for w in update.warnings:
             v = self._vertex(w.vertex, req)
