@@ -36,10 +36,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from llblib_async.progress import LogChunk, StatusRow, StatusUpdate, VertexUpdate
+from llblib_async.progress import LogChunk, StatusUpdate
 
 HERE = Path(__file__).resolve().parent
 STREAM = HERE.parent / "tests" / "progress_streams" / "busy.jsonl.gz"
@@ -66,32 +67,13 @@ def _renamed(update: Any, rep: int) -> Any:
     return StatusUpdate(
         request=update.request,
         vertices=tuple(
-            VertexUpdate(
-                digest=v.digest + sfx,
-                name=v.name,
-                inputs=tuple(i + sfx for i in v.inputs),
-                cached=v.cached,
-                started=v.started,
-                completed=v.completed,
-                error=v.error,
-                progress_group=v.progress_group,
-            )
-            for v in update.vertices
+            [
+                replace(v, digest=v.digest + sfx, inputs=tuple([i + sfx for i in v.inputs]))
+                for v in update.vertices
+            ]
         ),
-        statuses=tuple(
-            StatusRow(
-                id=s.id,
-                vertex=s.vertex + sfx,
-                name=s.name,
-                current=s.current,
-                total=s.total,
-                timestamp=s.timestamp,
-                started=s.started,
-                completed=s.completed,
-            )
-            for s in update.statuses
-        ),
-        logs=tuple(LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp) for c in update.logs),
+        statuses=tuple([replace(s, vertex=s.vertex + sfx) for s in update.statuses]),
+        logs=tuple([LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp) for c in update.logs]),
         warnings=update.warnings,
     )
 
@@ -127,7 +109,7 @@ async def _throughput(total: int) -> dict[str, float]:
 
 
 async def _replay(replays: int, rate: float) -> dict[str, float]:
-    from llblib_async.progress.tui import TTYProgress
+    from llblib_async.progress.tui import ProgressView, TTYProgress
 
     updates, times = _load()
     span = times[-1] + 0.1
@@ -144,12 +126,14 @@ async def _replay(replays: int, rate: float) -> dict[str, float]:
                 n += 1
         elapsed, cpu = loop.time() - t0, time.process_time() - cpu0
         frames = tty.app.frames if tty.app is not None else 0
+        layouts = tty.app.query_one("#panes", ProgressView).layouts if tty.app is not None else 0
     return {
         "messages": n,
         "seconds": elapsed,
         "cpu_seconds": cpu,
         "cpu_share": cpu / elapsed,
         "frames": frames,
+        "layouts": layouts,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -230,7 +214,7 @@ def main() -> int:
     print(
         f"  python replay on a pty: {py_rp['messages']:.0f} msgs in {py_rp['seconds']:.1f}s, "
         f"cpu {py_rp['cpu_seconds']:.2f}s = {100 * py_rp['cpu_share']:.1f}% of a core, "
-        f"{py_rp['frames']:.0f} frames",
+        f"{py_rp['frames']:.0f} frames ({py_rp['layouts']:.0f} with a new height)",
         flush=True,
     )
     n_replay = int(py_rp["messages"])

@@ -14,12 +14,16 @@ Some also derive from the built-in exception a Python user would try first
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from grpclib.const import Status
 
 from .process_result import ProcessResult
+
+if TYPE_CHECKING:
+    from ._pb import pb
 
 
 class BuildKitError(Exception):
@@ -90,6 +94,24 @@ class SourceLocation:
     data: bytes
     language: str
     ranges: tuple[tuple[int, int, int, int], ...]
+
+    @classmethod
+    def from_pb(cls, info: pb.SourceInfo, ranges: Iterable[pb.Range]) -> SourceLocation:
+        """A ``pb.SourceInfo`` with its ranges (an op's source map entry, a warning's)."""
+        return cls(
+            info.filename,
+            bytes(info.data),
+            info.language,
+            tuple(
+                (
+                    r.start.line if r.start else 0,
+                    r.start.character if r.start else 0,
+                    r.end.line if r.end else 0,
+                    r.end.character if r.end else 0,
+                )
+                for r in ranges
+            ),
+        )
 
     @property
     def line(self) -> int:

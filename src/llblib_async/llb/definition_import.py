@@ -134,17 +134,7 @@ def _sources_from_pb(source: pb.Source | None) -> dict[str, tuple[SourceLocation
         for loc in locations.locations:
             if not 0 <= loc.source_index < len(source.infos):
                 continue
-            info = source.infos[loc.source_index]
-            ranges = tuple(
-                (
-                    r.start.line if r.start else 0,
-                    r.start.character if r.start else 0,
-                    r.end.line if r.end else 0,
-                    r.end.character if r.end else 0,
-                )
-                for r in loc.ranges
-            )
-            places.append(SourceLocation(info.filename, bytes(info.data), info.language, ranges))
+            places.append(SourceLocation.from_pb(source.infos[loc.source_index], loc.ranges))
         if places:
             out[digest] = tuple(places)
     return out

@@ -12,7 +12,6 @@ shorthands.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -24,7 +23,7 @@ from typing import Literal, TypeAlias
 from .._fsutil.walk import FilterOptions, walk
 from .._wire.protobuf import str_field, str_map
 from ._encode import OP_SOURCE, encode_op, encode_platform
-from .image_config import BaseImage, ImageConfig
+from .image_config import BaseImage, ImageConfig, go_json
 from .platform import Platform
 from .reference import InvalidReferenceError, normalize_image_ref
 from .state import State
@@ -298,19 +297,6 @@ def check_positive(value: int, what: str) -> int:
     return value
 
 
-def _go_json_strings(values: tuple[str, ...]) -> str:
-    """``json.Marshal([]string)`` byte-for-byte: compact, UTF-8, HTML-safe escapes like Go."""
-    out = json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
-    # Go escapes these even inside strings; they cannot occur outside strings in a string list.
-    return (
-        out.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-
-
 def default_local_name(path: Path) -> str:
     """The default ``local://`` name of host directory ``path`` (absolute).
 
@@ -437,7 +423,7 @@ def local(
             raise TypeError(f"{what} must be an iterable of strings, not a str")
         items = tuple(values)
         if items:
-            attrs[attr] = _go_json_strings(items)
+            attrs[attr] = go_json(list(items))  # json.Marshal([]string), byte for byte
             caps.add(cap)
     if shared_key_hint:
         attrs["local.sharedkeyhint"] = shared_key_hint

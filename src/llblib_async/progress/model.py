@@ -86,16 +86,7 @@ class BuildWarning:
 def _warning_sources(w: control.VertexWarning) -> tuple[SourceLocation, ...]:
     if w.info is None:
         return ()
-    ranges = tuple(
-        (
-            r.start.line if r.start else 0,
-            r.start.character if r.start else 0,
-            r.end.line if r.end else 0,
-            r.end.character if r.end else 0,
-        )
-        for r in w.ranges
-    )
-    return (SourceLocation(w.info.filename, bytes(w.info.data), w.info.language, ranges),)
+    return (SourceLocation.from_pb(w.info, w.ranges),)
 
 
 @dataclass(frozen=True, slots=True)

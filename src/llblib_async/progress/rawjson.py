@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from ..errors import SourceLocation
+from ..llb.image_config import go_json
 from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate, VertexUpdate
 
 __all__ = ["RawJSONProgress", "dumps", "format_time", "from_json", "parse_time", "read_rawjson", "to_json"]
@@ -158,14 +159,7 @@ def to_json(update: StatusUpdate, *, labels: bool = False) -> dict[str, Any]:
 
 def dumps(update: StatusUpdate, *, labels: bool = False) -> str:
     """One line as Go's ``json.Encoder`` writes it (compact, HTML characters escaped)."""
-    text = json.dumps(to_json(update, labels=labels), separators=(",", ":"), ensure_ascii=False)
-    return (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
+    return go_json(to_json(update, labels=labels))
 
 
 def _pos(d: dict[str, Any] | None) -> tuple[int, int]:

@@ -124,6 +124,15 @@ class LogBuffer:
         self.total_bytes += len(data)
         if LOG_CLIPPED_MARKER in data:
             self.clipped = True
+        if data.endswith(b"\n") and len(data) <= self.line_bytes and stream not in self._partial:
+            # the common chunk: whole lines, none too long, nothing pending on its stream
+            lines = self.lines
+            for piece in data[:-1].split(b"\n"):
+                if len(lines) == lines.maxlen:
+                    self.dropped_lines += 1
+                lines.append(LogLine(stream, piece.decode(errors="replace"), timestamp))
+                self.total_lines += 1
+            return
         start = 0
         while True:
             nl = data.find(b"\n", start)
@@ -166,9 +175,12 @@ class LogBuffer:
 
     def tail(self, n: int) -> list[LogLine]:
         """The last ``n`` lines, including an unfinished last line."""
-        lines = list(self.lines)[-n:] if n else []
+        if not n:
+            return []
+        done = self.lines  # the last n of a deque, not a copy of all of it (a display asks each frame)
+        lines = [done[-i] for i in range(min(n, len(done)), 0, -1)]
         lines.extend(self.partial)
-        return lines[-n:] if n else []
+        return lines[-n:]
 
 
 @dataclass(slots=True)
@@ -381,41 +393,35 @@ class ProgressModel:
         changed: set[str] = set()
         for vu in update.vertices:
             v = self._vertex(vu.digest, req)
-            before = (
-                v.name,
-                v.cached,
-                v.error,
-                len(v.intervals),
-                v.intervals.get(vu.started) if vu.started else None,
+            started = vu.started
+            # a vertex is re-sent whenever anything of it changes: most fields are as before
+            changed_fields = (
+                bool(vu.name and vu.name != v.name) or vu.cached != v.cached or vu.error != v.error
             )
-            if vu.name:
-                v.name = vu.name
+            v.name = vu.name or v.name
             v.inputs = vu.inputs or v.inputs
             v.cached, v.error = vu.cached, vu.error
             v.progress_group = vu.progress_group
-            if vu.started is not None:
-                if self._start_time is None or vu.started < self._start_time:
-                    self._start_time = vu.started
+            if started is not None:
+                if self._start_time is None or started < self._start_time:
+                    self._start_time = started
                 if not v.intervals:
                     self._started += 1
                     v.order = self._started
                     if req.first_seen is None:
-                        req.first_seen = vu.started
-                if vu.completed is not None or vu.started not in v.intervals:
+                        req.first_seen = started
+                if started not in v.intervals:
+                    v.intervals[started] = vu.completed
+                    changed_fields = True
+                elif vu.completed is not None and v.intervals[started] != vu.completed:
                     # a stream that lags (another request's, for a shared vertex) never
                     # reopens a run that already ended
-                    v.intervals[vu.started] = vu.completed
-            after = (
-                v.name,
-                v.cached,
-                v.error,
-                len(v.intervals),
-                v.intervals.get(vu.started) if vu.started else None,
-            )
-            if before != after:
+                    v.intervals[started] = vu.completed
+                    changed_fields = True
+            if changed_fields:
                 changed.add(vu.digest)
                 self._transition(v)
-        self.last_vertices = set(changed)
+        self.last_vertices = set(changed) if changed else set()
         for row in update.statuses:
             v = self._vertex(row.vertex, req)
             sub = v.subprogress.get(row.id)
@@ -423,18 +429,26 @@ class ProgressModel:
                 sub = v.subprogress[row.id] = SubProgress(row.id)
             sub.apply(row)
             changed.add(row.vertex)
-        self.last_logs = []
+        self.last_logs = last_logs = []
+        vertices = self.vertices
         for chunk in update.logs:
-            v = self._vertex(chunk.vertex, req)
+            found = vertices.get(chunk.vertex)  # _vertex's work only for a vertex new to the request
+            v = (
+                found
+                if found is not None and req.label in found.requests
+                else self._vertex(chunk.vertex, req)
+            )
             # Every request's stream reports a shared vertex's output: keep one copy.
-            key = (chunk.stream, chunk.timestamp, len(chunk.data), hash(chunk.data))
-            if key in v.seen_logs:
+            data = chunk.data
+            key = (chunk.stream, chunk.timestamp, len(data), hash(data))
+            seen = v.seen_logs
+            if key in seen:
                 continue
-            v.seen_logs[key] = None
-            if len(v.seen_logs) > _SEEN_LOGS:
-                v.seen_logs.popitem(last=False)
-            v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
-            self.last_logs.append(chunk)
+            seen[key] = None
+            if len(seen) > _SEEN_LOGS:
+                seen.popitem(last=False)
+            v.logs.feed(chunk.stream, data, chunk.timestamp)
+            last_logs.append(chunk)
             changed.add(chunk.vertex)
         for w in update.warnings:
             v = self._vertex(w.vertex, req)

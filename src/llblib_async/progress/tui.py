@@ -12,9 +12,12 @@
 * an error view with the failing step, its error, the end of its log, and the
   warnings with their source locations.
 
-The app repaints at ``refresh_rate`` Hz from :meth:`ProgressModel.take_changes`
-(only the panes whose vertices changed), never once per Status message, so a build
-that prints a million log lines costs the display what it costs the model.
+The app repaints at ``refresh_rate`` Hz from :meth:`ProgressModel.take_changes`, never
+once per Status message, so a build that prints a million log lines costs the display
+what it costs the model.  A frame costs what changed on screen: every pane is lines of
+one :class:`ProgressView` (Textual's line API); a :class:`RequestPane` re-builds its
+lines only when its steps changed (panes out of sight when scrolled to), and the view
+redraws only the lines that differ and lays the screen out only when its height grows.
 
 It runs inline (under the prompt, its last frame left on the terminal) by default, or
 full screen with ``inline=False``.  While an interactive container owns the terminal
@@ -31,25 +34,29 @@ import asyncio
 import contextlib
 import datetime
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, ClassVar
 
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.containers import VerticalScroll
+from textual.geometry import Region, Size
+from textual.strip import Strip
 from textual.widget import Widget
 
 from ..terminal import add_terminal_suspender
 from .model import StatusUpdate
-from .state import ProgressModel, SubProgress, VertexState
+from .state import LogLine, ProgressModel, SubProgress, VertexState
 
-__all__ = ["ProgressApp", "RequestPane", "TTYProgress"]
+__all__ = ["ProgressApp", "ProgressView", "RequestPane", "TTYProgress"]
 
 Clock = Callable[[], datetime.datetime | None]
 
 _LOG_LINES = 6  # log lines shown under a running vertex
 _COMPACT_AFTER = 4  # with more requests than this, each pane shows less (see RequestPane)
 _ERROR_LOG_LINES = 20  # log lines shown for a failed vertex
+_BLANK = Text()  # one object for every empty line: the view compares lines by identity first
+_GROW_BY = 8  # while steps run, the panes' height grows by half or at least this many lines
 
 _ICONS = {
     "waiting": ("·", "dim"),
@@ -76,16 +83,24 @@ def _seconds(s: float) -> str:
     return f"{minutes}m{sec:02d}s"
 
 
+def _duration_text(v: VertexState, now: datetime.datetime | None) -> str:
+    """``3s`` while it runs (whole seconds: one repaint a second), ``3.2s`` when it ended."""
+    if v.state == "running" and v.intervals:
+        return f"{int(v.duration(now))}s"
+    if v.state in ("done", "error", "canceled") and v.intervals:
+        return _seconds(v.duration(now))
+    return ""
+
+
 def vertex_label(v: VertexState, *, now: datetime.datetime | None, shared_from: str = "") -> Text:
     """``▶ name  3.2s`` with the state's icon and colour (plain text: names may hold ``[``)."""
     icon, style = _ICONS[v.state]
     label = Text()
     label.append(f"{icon} ", style=style)
     label.append(v.name or v.digest[:19])
-    if v.state == "running" and v.intervals:
-        label.append(f"  {int(v.duration(now))}s", style="dim")  # whole seconds: one repaint a second
-    elif v.state in ("done", "error", "canceled") and v.intervals:
-        label.append(f"  {_seconds(v.duration(now))}", style="dim")
+    duration = _duration_text(v, now)
+    if duration:
+        label.append(f"  {duration}", style="dim")
     if v.state == "cached":
         label.append("  CACHED", style="cyan")
     elif v.state == "error":
@@ -138,30 +153,58 @@ class TextView(Widget):
         self.refresh(layout=layout)
 
 
-class RequestPane(TextView):
-    """One request: its title and the tree of its steps, as text.
+def _child(text: Text, *, last: bool) -> Text:
+    """A line under a step: ``├ text``, or ``└ text`` for the last one."""
+    line = Text()
+    line.append("    └ " if last else "    ├ ", style="dim")
+    return line.append_text(text)
 
-    One text block per request, not a Textual ``Tree``: a pane is re-rendered only when
-    one of its vertices changed (or a running one's whole-second duration did), and a
-    text block renders far cheaper than a tree widget's styled lines.  A long build
-    shows its running and failed steps and the last ``finished_lines`` finished ones.
-    """
 
-    DEFAULT_CSS = """
-    RequestPane { height: auto; margin: 0 0 1 0; }
+def _log_child(line: LogLine, last: bool) -> Text:
+    return _child(Text(line.text, style="red" if line.stream == 2 else ""), last=last)
+
+
+def _hidden_line(hidden: int) -> Text:
+    return Text(f"  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim")
+
+
+def _vertex_line(v: VertexState, now: datetime.datetime | None, shared_from: str) -> Text:
+    return Text("  ").append_text(vertex_label(v, now=now, shared_from=shared_from))
+
+
+class RequestPane:
+    """One request: its title and the tree of its steps, as lines of text (not a widget).
+
+    Every pane is drawn by the one :class:`ProgressView`; a pane is re-built only when one
+    of its vertices changed (or a running one's whole-second duration did), and only its
+    lines that differ are drawn again.  A long build shows its running and failed steps
+    and the last ``finished_lines`` finished ones.
     """
 
     def __init__(self, label: str, model: ProgressModel, clock: Clock, *, finished_lines: int = 8) -> None:
-        super().__init__()
         self.label = label
         self.model = model
         self.clock = clock
         self.finished_lines = finished_lines
         self.log_lines = _LOG_LINES
-        self._height = 0
+        self.lines: list[Text] = []
+        self._ticks: tuple[int, ...] = ()  # the running steps' whole seconds last shown
+        self._made: dict[Hashable, Text] = {}  # the lines shown, by what they show
+        #: a step of the request changed since the lines were built (the pane was out of sight)
+        self.stale = True
 
-    def on_mount(self) -> None:
-        self.refresh_from_model(None)
+    def _title(self, done: int, total: int, failed: bool) -> Text:
+        title = Text()
+        title.append(f"[{self.label or 'build'}] ", style="bold")
+        title.append(f"{done}/{total} steps")
+        if failed:
+            title.append("  FAILED", style="bold red")
+        return title
+
+    @property
+    def text(self) -> Text:
+        """The pane's lines as one text (title first)."""
+        return Text("\n").join(self.lines)
 
     def _visible(self) -> tuple[list[VertexState], int]:
         req = self.model.requests[self.label]
@@ -178,55 +221,136 @@ class RequestPane(TextView):
         hidden = req.finished - sum(v.state not in ("waiting", "running") for v in vs)
         return vs, hidden
 
-    def refresh_from_model(self, changed: frozenset[str] | None) -> None:
-        """Re-render if a vertex in ``changed`` is one of ours (``None``: always)."""
+    def refresh_from_model(self, changed: bool = True) -> bool:
+        """Re-build the lines if ``changed`` (one of the request's vertices changed) or a
+        running step's whole-second duration did; says whether it did."""
         req = self.model.requests.get(self.label)
         if req is None:
-            return
+            return False
         if len(self.model.requests) > _COMPACT_AFTER:  # many panes: each one shorter
             self.log_lines, self.finished_lines = 3, min(self.finished_lines, 3)
-        if (
-            changed is not None
-            and not req.running
-            and not any(
-                self.label in self.model.vertices[d].requests for d in changed if d in self.model.vertices
-            )
-        ):
-            return
         now = self.clock()
-        text = Text(no_wrap=True, overflow="ellipsis")  # one line per item: no wrapping to compute
+        ticks = tuple(int(self.model.vertices[d].duration(now)) for d in sorted(req.running))
+        if not changed and ticks == self._ticks:
+            return False
+        self._ticks = ticks
         done, total = req.counts()
-        text.append(f"[{self.label or 'build'}] ", style="bold")
-        text.append(f"{done}/{total} steps")
-        if req.failed:
-            text.append("  FAILED", style="bold red")
+        # A frame re-builds most panes (their steps print), but few of their lines changed:
+        # a line's text is made once and kept while the pane shows it.
+        made, self._made = self._made, {}
+
+        def line(key: Hashable, make: Callable[..., Text], *args: Any) -> Text:
+            text = made.get(key)
+            if text is None:
+                text = make(*args)
+            self._made[key] = text
+            return text
+
+        lines = [line(("title", done, total, bool(req.failed)), self._title, done, total, bool(req.failed))]
         vs, hidden = self._visible()
         if hidden > 0:
-            text.append(f"\n  … {hidden} earlier finished step{'s' if hidden != 1 else ''}", style="dim")
+            lines.append(line(("hidden", hidden), _hidden_line, hidden))
         for v in vs:
             owner = v.requests[0] if v.requests else self.label
             shared_from = owner if owner != self.label else ""
-            text.append("\n  ")
-            text.append_text(vertex_label(v, now=now, shared_from=shared_from))
-            children: list[Text] = []
-            if not shared_from:  # a shared vertex's details are in the owner's pane
-                children.extend(row_label(row) for row in v.subprogress.values())
-                if v.state == "running":
-                    children.extend(
-                        Text(line.text, style="red" if line.stream == 2 else "")
-                        for line in v.logs.tail(self.log_lines)
-                    )
-            for i, child in enumerate(children):
-                text.append("\n    └ " if i == len(children) - 1 else "\n    ├ ", style="dim")
-                text.append_text(child)
+            key = (v.digest, v.state, v.name, _duration_text(v, now), v.logs.clipped, shared_from)
+            lines.append(line(key, _vertex_line, v, now, shared_from))
+            if shared_from:  # a shared vertex's details are in the owner's pane
+                continue
+            rows = [row_label(row) for row in v.subprogress.values()]
+            logs = v.logs.tail(self.log_lines) if v.state == "running" else []
+            n = len(rows) + len(logs)
+            lines.extend(_child(row, last=i == n - 1) for i, row in enumerate(rows))
+            for i, log in enumerate(logs, len(rows)):
+                lines.append(line((log, i == n - 1), _log_child, log, i == n - 1))
         # A pane never shrinks while the build runs: steps start and end all the time, and
-        # each change of height would lay the whole screen out again.
-        lines = text.plain.count("\n") + 1
-        if lines < self._height and (req.running or req.finished < len(req.vertices)):
-            text.append("\n" * (self._height - lines))
-        else:
-            self._height = lines
-        self.show(text)
+        # each change of height would lay the screen out again.
+        if len(lines) < len(self.lines) and (req.running or req.finished < len(req.vertices)):
+            lines.extend([_BLANK] * (len(self.lines) - len(lines)))
+        self.lines = lines
+        return True
+
+
+class ProgressView(Widget):
+    """Every request's pane in one widget, drawn line by line (Textual's line API).
+
+    Each line is a :class:`~rich.text.Text` turned into a :class:`~textual.strip.Strip`
+    once; a frame redraws only the lines that differ from the last frame's, and lays the
+    screen out again only when the number of lines changes (panes are separated by an
+    empty line).
+    """
+
+    DEFAULT_CSS = """
+    ProgressView { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.lines: list[Text] = []
+        self._strips: list[Strip | None] = []
+        self._width = -1
+        #: how often a new number of lines made Textual lay the screen out again
+        self.layouts = 0
+
+    def show(self, lines: list[Text]) -> None:
+        """Draw ``lines`` (only those that changed; a relayout only for a new line count)."""
+        old = self.lines
+        self.lines = lines
+        if len(lines) != len(old):
+            self.layouts += 1
+            self._strips = [None] * len(lines)
+            self.refresh(layout=True)
+            return
+        dirty = [y for y, (a, b) in enumerate(zip(old, lines, strict=True)) if a is not b and a != b]
+        if not dirty:
+            return
+        width = self.size.width
+        for y in dirty:
+            self._strips[y] = None
+        self.refresh(*(Region(0, y, width, 1) for y in dirty))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines)
+
+    def render_line(self, y: int) -> Strip:
+        return self.render_lines(Region(0, y, self.size.width, 1))[0]
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in ``crop``, each made a strip once (the view has no border or padding
+        for Textual's styles cache to add, and in an inline app Textual asks for every line
+        of the screen every frame)."""
+        width = self.size.width
+        if width != self._width:
+            self._width = width
+            self._strips = [None] * len(self.lines)
+        style = None
+        strips: list[Strip] = []
+        for y in crop.line_range:
+            strip = self._strips[y] if y < len(self._strips) else None
+            if strip is None:
+                if style is None:
+                    style = self.rich_style
+                    background = self.background_colors[1]
+                    filters = self.get_line_filters()
+                    console = self.app.console
+                if y >= len(self.lines):
+                    strips.append(Strip.blank(width, style))
+                    continue
+                text = self.lines[y]
+                if text.cell_len > width:
+                    text = text.copy()
+                    text.truncate(width, overflow="ellipsis")
+                segments = list(Segment.apply_style(text.render(console), style))
+                if text.cell_len < width:
+                    segments.append(Segment(" " * (width - text.cell_len), style))
+                strip = Strip(segments, max(width, text.cell_len))  # one strip: each costs 7 caches
+                for line_filter in filters:
+                    strip = strip.apply_filter(line_filter, background)
+                self._strips[y] = strip
+            strips.append(strip)
+        if crop.x or crop.width != width:
+            strips = [strip.crop(crop.x, crop.right) for strip in strips]
+        return strips
 
 
 class ErrorView(TextView):
@@ -267,9 +391,11 @@ class ProgressApp(App[None]):
 
     CSS = """
     Screen { height: auto; }
-    Screen:inline { height: auto; max-height: 40; border-top: none; border-bottom: none; }
-    #summary { height: 1; padding: 0 1; background: $boost; }
-    #panes { height: auto; }
+    Screen:inline {
+        height: auto; max-height: 40; border-top: none; border-bottom: none; scrollbar-size-vertical: 0;
+    }
+    #summary { background: $boost; }
+    #panes { margin: 0 0 1 0; }
     """
     BINDINGS: ClassVar[list[Any]] = [("q", "quit", "Hide the display (the build goes on)")]
     ENABLE_COMMAND_PALETTE = False
@@ -288,12 +414,13 @@ class ProgressApp(App[None]):
         self.clock: Clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.title = title
         self.panes: dict[str, RequestPane] = {}
+        self._stale = False  # some pane waits to be scrolled to
         self.ready = asyncio.Event()
         self.frames = 0
 
     def compose(self) -> ComposeResult:
-        yield TextView(id="summary")
-        yield VerticalScroll(id="panes")
+        yield ProgressView(id="summary")
+        yield ProgressView(id="panes")  # the screen scrolls: no container to draw each frame
         yield ErrorView(id="errors")
 
     def on_mount(self) -> None:
@@ -304,16 +431,43 @@ class ProgressApp(App[None]):
     def repaint(self, full: bool = False) -> None:
         """Apply what changed in the model since the last frame."""
         changes = self.model.take_changes()
-        if not changes and not full and not self._has_running():
+        running = self._has_running()
+        if not changes and not full and not running and not self._stale:
             return
         self.frames += 1
-        panes = self.query_one("#panes", VerticalScroll)
+        rebuilt = False
+        touched = {label for d in changes.vertices for label in self.model.vertices[d].requests}
+        view = self.query_one("#panes", ProgressView)
+        screen = self.screen
+        # Panes below the screen's last line wait (stale) until it scrolls to them: a busy
+        # session has more panes than a terminal has lines, most of them out of sight.
+        bottom = screen.scroll_offset.y + screen.size.height - view.virtual_region.y
+        y, self._stale = 0, False
         for label in self.model.requests:
-            if label not in self.panes:
+            pane = self.panes.get(label)
+            if pane is None:
                 pane = self.panes[label] = RequestPane(label, self.model, self.clock)
-                panes.mount(pane)
-            elif full or changes.vertices or self._has_running():
-                self.panes[label].refresh_from_model(None if full else changes.vertices)
+            pane.stale |= full or label in touched
+            if y < bottom or full:
+                rebuilt |= pane.refresh_from_model(pane.stale)
+                pane.stale = False
+            self._stale |= pane.stale
+            y += len(pane.lines) + 1
+        if rebuilt:
+            lines: list[Text] = []
+            for i, pane in enumerate(self.panes.values()):
+                if i:
+                    lines.append(_BLANK)
+                lines.extend(pane.lines)
+            if running:
+                # Requests end and start all the time in a busy session: while anything
+                # runs the view does not shrink and grows by half its height at a time, as
+                # each change of its height lays the screen out again (twice a frame's cost).
+                height = len(view.lines)
+                if len(lines) > height:
+                    height = max(len(lines), height * 3 // 2, _GROW_BY)
+                lines.extend([_BLANK] * (height - len(lines)))
+            view.show(lines)
         self._summary()
         if self.model.failed():
             self.query_one(ErrorView).show_failures(self.model)
@@ -326,7 +480,7 @@ class ProgressApp(App[None]):
         start, now = self.model.start_time(), self.clock()
         elapsed = (now - start).total_seconds() if start and now else 0.0
         n = len(self.model.requests)
-        text = Text()
+        text = Text(" ")  # the line's left padding
         text.append(f"{self.title} ", style="bold")
         text.append(
             f"{done}/{total} steps · {n} request{'s' if n != 1 else ''} · {_seconds(max(elapsed, 0))}"
@@ -334,7 +488,7 @@ class ProgressApp(App[None]):
         failed = len(self.model.failed())
         if failed:
             text.append(f" · {failed} failed", style="bold red")
-        self.query_one("#summary", TextView).show(text)
+        self.query_one("#summary", ProgressView).show([text])
 
 
 class TTYProgress:
