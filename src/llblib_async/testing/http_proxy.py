@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,37 @@ class HttpProxy:
 
     def _resolve(self, host: str) -> str:
         return self.hosts.get(host.lower(), host)
+
+
+class _Connections:
+    """The handler tasks of a test server, so that closing it ends them too.
+
+    ``asyncio.Server.close()`` stops accepting but leaves open connections' handlers
+    running (3.11); a handler still waiting when the loop ends is garbage-collected
+    mid-``await`` and pytest reports it. Closing cancels and awaits them instead.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def track(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                self._tasks.discard(task)
+
+        return tracked
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -112,13 +143,17 @@ async def serve_http_proxy(hosts: Mapping[str, str] | None = None) -> AsyncItera
     ``hosts`` maps host names to the addresses the proxy connects to instead.
     """
     proxy = HttpProxy(port=0, hosts={k.lower(): v for k, v in (hosts or {}).items()})
-    server = await asyncio.start_server(lambda r, w: _handle(proxy, r, w), "127.0.0.1", 0, limit=_MAX_HEAD)
+    connections = _Connections()
+    server = await asyncio.start_server(
+        connections.track(lambda r, w: _handle(proxy, r, w)), "127.0.0.1", 0, limit=_MAX_HEAD
+    )
     proxy.port = server.sockets[0].getsockname()[1]
     try:
         async with server:
             yield proxy
     finally:
         server.close()
+        await connections.close()
 
 
 @dataclass(frozen=True)
@@ -175,9 +210,11 @@ async def serve_tls_front(upstream: str, names: list[str], workdir: Path) -> Asy
                     with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
                         await w.wait_closed()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    connections = _Connections()
+    server = await asyncio.start_server(connections.track(handle), "127.0.0.1", 0, ssl=context)
     try:
         async with server:
             yield TlsFront(port=server.sockets[0].getsockname()[1], ca_file=cert)
     finally:
         server.close()
+        await connections.close()
