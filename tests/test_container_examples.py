@@ -20,6 +20,16 @@ from llblib_async.testing import BuildkitDaemon
             "on_error.py",
             ["build failed (exit code 3)", "$ /bin/sh -c cat /progress.txt  -> exit 0", "half done"],
         ),
+        (
+            "dockerfile_on_error.py",
+            [
+                "the build failed with exit code 3:",
+                "Dockerfile:3",
+                ">>> RUN echo \"half done\" > /progress.txt && exit 3",
+                "$ /bin/sh -c cat /one.txt /progress.txt  -> exit 0",
+                "step one\nhalf done\n",
+            ],
+        ),
     ],
 )
 def test_examples_run_against_the_daemon(
