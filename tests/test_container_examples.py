@@ -25,7 +25,7 @@ from llblib_async.testing import BuildkitDaemon
             [
                 "the build failed with exit code 3:",
                 "Dockerfile:3",
-                ">>> RUN echo \"half done\" > /progress.txt && exit 3",
+                '>>> RUN echo "half done" > /progress.txt && exit 3',
                 "$ /bin/sh -c cat /one.txt /progress.txt  -> exit 0",
                 "step one\nhalf done\n",
             ],
