@@ -11,7 +11,7 @@ from llblib_async.progress.rawjson import read_rawjson
 
 STREAMS = Path(__file__).resolve().parent / "progress_streams"
 #: one request per stream: Go's progressui sees the same thing as our printer
-SINGLE = ("local_build", "failure", "biglog", "clipped")
+SINGLE = ("local_build", "failure", "biglog", "clipped", "grouped")
 #: several concurrent requests in one session
 MULTI = ("shared", "busy")
 

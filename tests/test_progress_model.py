@@ -224,3 +224,45 @@ def test_vertex_states() -> None:
     assert states == {"w": "waiting", "r": "running", "c": "cached", "e": "error", "x": "canceled"}
     assert model.vertices["r"].duration(now=at(2.5)) == pytest.approx(2.5)
     assert [v.name for v in model.failed()] == ["err"]
+
+
+def test_progress_group_is_one_vertex_like_go() -> None:
+    # tests/progress_streams/grouped: three steps of one llb.ProgressGroup between two others
+    plain = fed("grouped")
+    merged = fed("grouped", merge_groups=True)
+    assert {v.name for v in plain.vertices.values()} >= {"setup step 0", "setup step 1", "setup step 2"}
+    names = [v.name for v in merged.ordered()]
+    assert "setting up" in names
+    assert not any(n.startswith("setup step") for n in names)
+    group = merged.vertices["pg-setup"]
+    members = [v for v in plain.vertices.values() if v.name.startswith("setup step")]
+    assert group.started == min(v.started for v in members if v.started is not None)
+    assert group.completed == max(v.completed for v in members if v.completed is not None)
+    assert group.state == "done"
+    assert len(group.merged_intervals) == 3
+    assert [line.text for line in group.logs.lines] == [
+        f"setup{k} line {i}" for k in range(3) for i in (1, 2, 3)
+    ]
+    assert merged.counts() == (len(merged.vertices), len(merged.vertices))
+
+
+def test_progress_group_hidden_until_a_strong_member_starts() -> None:
+    from llblib_async.progress import VertexUpdate
+    from llblib_async.progress.state import ProgressGroups
+
+    weak, strong = ("g", "group", True), ("g", "group", False)
+    groups = ProgressGroups()
+    out = groups.merge(StatusUpdate(vertices=(VertexUpdate("a", "a", started=at(0), progress_group=weak),)))
+    assert out.vertices == ()
+    out = groups.merge(StatusUpdate(vertices=(VertexUpdate("b", "b", progress_group=strong),)))
+    assert out.vertices == ()
+    out = groups.merge(
+        StatusUpdate(vertices=(VertexUpdate("b", "b", started=at(1), error="boom", progress_group=strong),))
+    )
+    assert [(v.digest, v.name, v.started, v.error) for v in out.vertices] == [
+        ("g", "group", at(0), "boom"),
+        ("g", "group", at(1), "boom"),
+    ]
+    model = ProgressModel()
+    model.apply(out)
+    assert model.vertices["g"].state == "running"

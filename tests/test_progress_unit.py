@@ -97,3 +97,56 @@ def test_recording_progress_merges_vertices_by_digest() -> None:
     rec.update(batch(logs=[control.VertexLog(vertex="sha256:a", stream=2, msg=b"err")]))
     assert rec.vertices["sha256:a"].completed == at(1)
     assert rec.logs("sha256:a") == b"err"
+
+
+def test_cached_step_shared_by_requests_prints_cached_once() -> None:
+    from llblib_async.progress import VertexUpdate
+
+    out = io.StringIO()
+    p = PlainProgress(out)
+    for req, t in (("a", 0.0), ("b", 5.0), ("c", 9.0)):
+        p.update(StatusUpdate(request=req, vertices=(VertexUpdate("x", "step x"),)))
+        p.update(
+            StatusUpdate(
+                request=req,
+                vertices=(VertexUpdate("x", "step x", cached=True, started=at(t), completed=at(t)),),
+            )
+        )
+        p.update(
+            StatusUpdate(
+                request=req,
+                vertices=(VertexUpdate(f"y{req}", f"own {req}", started=at(t + 0.1), completed=at(t + 1)),),
+            )
+        )
+    p.close()
+    text = out.getvalue()
+    assert text.count("CACHED") == 1
+    assert text.count("DONE 0.9s") == 3
+    # one stream (no labels): a vertex reported cached twice is printed twice, as Go does
+    out = io.StringIO()
+    p = PlainProgress(out)
+    for t in (0.0, 5.0):
+        p.update(
+            StatusUpdate(vertices=(VertexUpdate("x", "step x", cached=True, started=at(t), completed=at(t)),))
+        )
+    assert out.getvalue().count("CACHED") == 2
+
+
+def test_progress_group_prints_as_one_entry() -> None:
+    from llblib_async.progress import VertexUpdate
+
+    g = ("pg", "setting up", False)
+    out = io.StringIO()
+    p = PlainProgress(out)
+    p.update(StatusUpdate(vertices=(VertexUpdate("m1", "step 1", started=at(0), progress_group=g),)))
+    p.update(StatusUpdate(vertices=(VertexUpdate("m2", "step 2", progress_group=g),)))
+    p.update(
+        StatusUpdate(
+            vertices=(
+                VertexUpdate("m1", "step 1", started=at(0), completed=at(1), progress_group=g),
+                VertexUpdate("m2", "step 2", cached=True, started=at(1), completed=at(1), progress_group=g),
+            )
+        )
+    )
+    p.close()
+    assert out.getvalue() == "#1 setting up\n#1 DONE 1.0s\n"

@@ -115,7 +115,23 @@ async def busy(client: llblib_async.Client, base: llb.State, rec: Recorder) -> N
             tg.create_task(session.do(solver.build(steps(n), label=f"req{n}")))
 
 
+async def grouped(client: llblib_async.Client, base: llb.State, rec: Recorder) -> None:
+    # Three steps in one progress group (Go shows them as one entry) around an ungrouped one.
+    group = llb.Constraints.of(progress_group=llb.ProgressGroup("pg-setup", "setting up"))
+    s = base.run("sh -c 'echo before; sleep 0.2'", ignore_cache=True, name="before").root
+    for k in range(3):
+        s = s.run(
+            f"sh -c 'for i in 1 2 3; do echo setup{k} line $i; sleep 0.1; done'",
+            ignore_cache=True,
+            name=f"setup step {k}",
+            constraints=group,
+        ).root
+    s = s.run("sh -c 'echo after; sleep 0.2'", ignore_cache=True, name="after").root
+    await client.solve(s, progress=rec)
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "grouped": grouped,
     "local_build": local_build,
     "shared": shared,
     "failure": failure,

@@ -21,8 +21,10 @@ the end the last lines of every failed step between ``------`` rules.
 Deviations from Go: every update is printed at once (Go's printer is rate-limited to
 10 Hz, which makes its output depend on timing; ours depends only on the stream), and
 with several labelled requests each line starts with ``[label]`` of the request that
-first reported the vertex (Go's buildctl has one request per display).  Progress groups
-are printed as their member vertices.
+first reported the vertex (Go's buildctl has one request per display); so a cached step
+that several requests share is printed ``CACHED`` once, not once per request.  As in Go, the
+vertices of a progress group (``llb.ProgressGroup``) are printed as one entry named after
+the group (:class:`~llblib_async.progress.state.ProgressGroups`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .model import StatusRow, StatusUpdate
-from .state import ProgressModel, VertexState
+from .state import ProgressGroups, ProgressModel, VertexState
 
 __all__ = ["PlainProgress"]
 
@@ -94,6 +96,7 @@ class PlainProgress:
         self._out = out if out is not None else sys.stderr
         self._show_internal = show_internal
         self.model = ProgressModel(log_lines=_ERROR_LOG_LINES)
+        self._groups = ProgressGroups()
         self._printed: dict[str, _Printed] = {}
         self._current = ""
         self._last: dict[str, tuple[int, datetime.datetime | None]] = {}
@@ -106,6 +109,8 @@ class PlainProgress:
         self._now: datetime.datetime | None = None
         self._block_seq: dict[str, int] = {}
         self._seq = 0
+        #: the request whose report of a cached vertex was printed (``CACHED`` once a session)
+        self._cached_by: dict[str, str] = {}
         self.errors: list[str] = []
 
     def _p(self, digest: str) -> _Printed:
@@ -120,6 +125,7 @@ class PlainProgress:
     def update(self, update: StatusUpdate) -> None:
         if update.request:
             self._labelled = True
+        update = self._groups.merge(update)  # a progress group is one entry, as in Go
         self.model.apply(update)
         changed = self.model.last_vertices
         stamps = [
@@ -134,8 +140,20 @@ class PlainProgress:
         ]
         if stamps:
             self._now = max(self._now or stamps[0], *stamps)
+        groups_touched: set[str] = set()
         for vu in update.vertices:
             if vu.digest in changed and vu.started is not None:
+                # another request of the session found the same step cached: said once
+                if (
+                    vu.cached
+                    and self.model.vertices[vu.digest].state == "cached"
+                    and self._cached_by.setdefault(vu.digest, update.request) != update.request
+                ):
+                    continue
+                if self._groups.is_group(vu.digest):  # Go counts a group once per batch
+                    if vu.digest in groups_touched:
+                        continue
+                    groups_touched.add(vu.digest)
                 self._touch(vu.digest)  # Go counts each changed entry of the batch
         for row in update.statuses:
             p = self._p(row.vertex)

@@ -28,17 +28,19 @@ daemon's timestamps (``now`` is a parameter where it matters).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate
+from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate, VertexUpdate
 
 __all__ = [
     "LOG_CLIPPED_MARKER",
     "Changes",
     "LogBuffer",
     "LogLine",
+    "ProgressGroups",
     "ProgressModel",
     "RequestState",
     "SubProgress",
@@ -311,10 +313,97 @@ class Changes:
         return bool(self.vertices or self.requests)
 
 
-class ProgressModel:
-    """The merged state of every request of a session (see the module docs)."""
+class ProgressGroups:
+    """Rewrites updates so each progress group is one vertex, as Go's ``progressui`` shows it.
 
-    def __init__(self, *, log_lines: int = 1000, line_bytes: int = 4096) -> None:
+    The vertices of an ``llb.ProgressGroup`` (``VertexUpdate.progress_group``) become one
+    vertex whose digest is the group id and whose name is the group's name (Go's
+    ``vertexGroup``): its runs are its members' runs (so it starts with the first member and
+    is complete when every started member is), it is cached when every member is, its error
+    is the first member error, and the members' rows, logs and warnings are its own.  Like
+    Go, a group is not shown until a non-weak member starts (or a member fails).
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[str, dict[str, VertexUpdate]] = {}
+        self._group_of: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._revealed: set[str] = set()
+
+    def is_group(self, digest: str) -> bool:
+        return digest in self._members
+
+    def merge(self, update: StatusUpdate) -> StatusUpdate:
+        touched: dict[str, None] = {}
+        vertices: list[VertexUpdate] = []
+        for vu in update.vertices:
+            pg = vu.progress_group
+            if pg is None:
+                vertices.append(vu)
+                continue
+            gid, gname, _weak = pg
+            self._members.setdefault(gid, {})[vu.digest] = vu
+            self._group_of[vu.digest] = gid
+            if gname or gid not in self._names:
+                self._names[gid] = gname
+            touched[gid] = None
+        group_of = self._group_of
+        if not touched and not group_of:
+            return update
+        for gid in touched:  # after the batch's other vertices, as Go refreshes groups
+            subs = list(self._members[gid].values())
+            cached = all(s.cached for s in subs)
+            error = next((s.error for s in subs if s.error), "")
+            if gid not in self._revealed:
+                if not error and not any(
+                    s.started is not None and not (s.progress_group and s.progress_group[2]) for s in subs
+                ):
+                    continue
+                self._revealed.add(gid)
+            name = self._names[gid]
+            runs = {s.started: s.completed for s in subs if s.started is not None}
+            if not runs:
+                vertices.append(VertexUpdate(digest=gid, name=name, cached=cached, error=error))
+            for started in sorted(runs):
+                vertices.append(
+                    VertexUpdate(
+                        digest=gid,
+                        name=name,
+                        cached=cached,
+                        started=started,
+                        completed=runs[started],
+                        error=error,
+                    )
+                )
+        if not group_of:
+            return dataclasses.replace(update, vertices=tuple(vertices))
+        return dataclasses.replace(
+            update,
+            vertices=tuple(vertices),
+            statuses=tuple(
+                dataclasses.replace(r, vertex=group_of[r.vertex]) if r.vertex in group_of else r
+                for r in update.statuses
+            ),
+            logs=tuple(
+                dataclasses.replace(c, vertex=group_of[c.vertex]) if c.vertex in group_of else c
+                for c in update.logs
+            ),
+            warnings=tuple(
+                dataclasses.replace(w, vertex=group_of[w.vertex]) if w.vertex in group_of else w
+                for w in update.warnings
+            ),
+        )
+
+
+class ProgressModel:
+    """The merged state of every request of a session (see the module docs).
+
+    ``merge_groups=True`` shows each progress group as one vertex (:class:`ProgressGroups`),
+    as Go's ``progressui`` does; :attr:`groups` is then the rewriter.
+    """
+
+    def __init__(self, *, log_lines: int = 1000, line_bytes: int = 4096, merge_groups: bool = False) -> None:
+        self.groups = ProgressGroups() if merge_groups else None
         self.vertices: dict[str, VertexState] = {}
         self.requests: dict[str, RequestState] = {}
         self.warnings: list[BuildWarning] = []
@@ -387,6 +476,8 @@ class ProgressModel:
 
     def apply(self, update: StatusUpdate) -> set[str]:
         """Fold one batch in; returns the digests whose vertex state changed in it."""
+        if self.groups is not None:
+            update = self.groups.merge(update)
         self.messages += 1
         self._messages_since += 1
         req = self.request(update.request)

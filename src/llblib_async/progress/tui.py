@@ -515,7 +515,7 @@ class TTYProgress:
         clock: Clock | None = None,
         model: ProgressModel | None = None,
     ) -> None:
-        self.model = model or ProgressModel()
+        self.model = model or ProgressModel(merge_groups=True)
         self.inline = inline
         self.headless = headless
         self.size = size
