@@ -317,3 +317,21 @@ async def test_outbound_buffer_keeps_views_and_splits() -> None:
     assert parts is not None
     assert b"".join(parts) == b"head" + payload[:16]
     assert await buf.next_chunk(100) == payload[16:30] + b"xy"
+
+
+async def test_fast_receiver_survives_the_connection_closing_mid_chunk() -> None:
+    """A PING (whose ack the fast receiver flushes after the chunk) and then a frame that
+    breaks the protocol in one chunk: grpclib closes the connection and drops its
+    transport, while h2 has queued its GOAWAY. The receiver must not flush into the
+    closed connection (it raised ``AttributeError: ... '_transport'`` there, which tore
+    down the session), just as grpclib's own path does not."""
+    for fast in (False, True):
+        server = Server(fast_receiver=fast, fast_streams=False)
+        c = client()
+        c.send_headers(1, HEADERS)
+        server.feed(c.data_to_send())
+        c.ping(b"12345678")
+        too_much = b"\x00\x40\x00\x00\x00\x00\x00\x00\x01" + bytes(16384)  # beyond the window
+        server.feed(c.data_to_send() + too_much * 5)
+        assert server.protocol.connection.is_closing()
+        assert server.h2().state_machine.state is h2.connection.ConnectionState.CLOSED

@@ -370,7 +370,7 @@ class FastReceiver:
         self._preface = _PREFACE_LEN if server else 0
         self._partial = b""
         self._in_header_block = False
-        self._flush = protocol.connection.flush
+        self._connection = protocol.connection
         self._flush_needed = False
         self._passthrough = not h2_internals_ok(self._h2)
 
@@ -412,7 +412,10 @@ class FastReceiver:
                 self._partial = bytes(view[pos:])
         if self._flush_needed:  # PING acks queued in h2, as h2 itself would have
             self._flush_needed = False
-            self._flush()
+            # A later frame of the chunk may have closed the connection (grpclib drops
+            # its transport on a protocol error or GOAWAY): nothing can be sent then.
+            if not self._connection.is_closing():
+                self._connection.flush()
 
     def _give_up(self, rest: bytes | memoryview) -> None:
         """Pass everything from here on to h2 unparsed."""
