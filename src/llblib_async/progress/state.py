@@ -123,12 +123,19 @@ class LogBuffer:
         self.clipped = False
 
     def feed(self, stream: int, data: bytes, timestamp: datetime.datetime | None = None) -> None:
-        self.total_bytes += len(data)
+        size = len(data)
+        self.total_bytes += size
         if LOG_CLIPPED_MARKER in data:
             self.clipped = True
-        if data.endswith(b"\n") and len(data) <= self.line_bytes and stream not in self._partial:
+        if data.endswith(b"\n") and size <= self.line_bytes and stream not in self._partial:
             # the common chunk: whole lines, none too long, nothing pending on its stream
             lines = self.lines
+            if data.find(b"\n") == size - 1:  # one line, the most common chunk of all
+                if len(lines) == lines.maxlen:
+                    self.dropped_lines += 1
+                lines.append(LogLine(stream, data[:-1].decode(errors="replace"), timestamp))
+                self.total_lines += 1
+                return
             for piece in data[:-1].split(b"\n"):
                 if len(lines) == lines.maxlen:
                     self.dropped_lines += 1
@@ -476,8 +483,16 @@ class ProgressModel:
 
     def apply(self, update: StatusUpdate) -> set[str]:
         """Fold one batch in; returns the digests whose vertex state changed in it."""
-        if self.groups is not None:
-            update = self.groups.merge(update)
+        groups = self.groups
+        if (
+            not update.vertices
+            and not update.statuses
+            and not update.warnings
+            and (groups is None or not groups._group_of)
+        ):
+            return self._apply_logs(update)  # the common message: log chunks only, no group to rewrite
+        if groups is not None:
+            update = groups.merge(update)
         self.messages += 1
         self._messages_since += 1
         req = self.request(update.request)
@@ -549,6 +564,62 @@ class ProgressModel:
             changed.add(w.vertex)
             self._dirty_requests.add(req.label)
         self._dirty_vertices |= changed
+        return changed
+
+    def _apply_logs(self, update: StatusUpdate) -> set[str]:
+        """:meth:`apply` for a batch of log chunks only, with no progress group to rewrite to."""
+        self.messages += 1
+        self._messages_since += 1
+        label = update.request
+        req = self.requests.get(label)
+        if req is None:
+            req = self.request(label)
+        self.last_vertices = set()
+        self.last_logs = last_logs = []
+        vertices = self.vertices
+        logs = update.logs
+        if len(logs) == 1:  # one chunk: no loop, no set to grow
+            chunk = logs[0]
+            vertex = chunk.vertex
+            v = vertices.get(vertex)
+            if v is None or label not in v.requests:
+                v = self._vertex(vertex, req)
+            data = chunk.data
+            stream = chunk.stream
+            timestamp = chunk.timestamp
+            key = (stream, timestamp, len(data), hash(data))
+            seen = v.seen_logs
+            if key in seen:
+                return set()
+            seen[key] = None
+            if len(seen) > _SEEN_LOGS:
+                seen.popitem(last=False)
+            v.logs.feed(stream, data, timestamp)
+            last_logs.append(chunk)
+            self._dirty_vertices.add(vertex)
+            return {vertex}
+        changed: set[str] = set()
+        for chunk in logs:
+            vertex = chunk.vertex
+            v = vertices.get(vertex)
+            if v is None or label not in v.requests:
+                v = self._vertex(vertex, req)
+            # Every request's stream reports a shared vertex's output: keep one copy.
+            data = chunk.data
+            stream = chunk.stream
+            timestamp = chunk.timestamp
+            key = (stream, timestamp, len(data), hash(data))
+            seen = v.seen_logs
+            if key in seen:
+                continue
+            seen[key] = None
+            if len(seen) > _SEEN_LOGS:
+                seen.popitem(last=False)
+            v.logs.feed(stream, data, timestamp)
+            last_logs.append(chunk)
+            changed.add(vertex)
+        if changed:
+            self._dirty_vertices |= changed
         return changed
 
     def update(self, update: StatusUpdate) -> None:
