@@ -60,22 +60,29 @@ def _load() -> tuple[list[Any], list[float]]:
 
 
 def _renamed(update: Any, rep: int) -> Any:
-    """The update with every digest suffixed ``-r<rep>`` (as the Go driver's copyFor)."""
+    """The update with every digest suffixed ``-r<rep>`` (as the Go driver's copyFor).
+
+    Like copyFor, a fresh copy of every vertex, row, chunk and warning with its digest
+    renamed, each time; only the empty parts are not walked (copyFor's loops skip them too).
+    """
     if rep == 0:
         return update
     sfx = f"-r{rep}"
-    return StatusUpdate(
-        request=update.request,
-        vertices=tuple(
-            [
-                replace(v, digest=v.digest + sfx, inputs=tuple([i + sfx for i in v.inputs]))
-                for v in update.vertices
-            ]
-        ),
-        statuses=tuple([replace(s, vertex=s.vertex + sfx) for s in update.statuses]),
-        logs=tuple([LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp) for c in update.logs]),
-        warnings=update.warnings,
-    )
+    vertices, statuses, logs, warnings = update.vertices, update.statuses, update.logs, update.warnings
+    if vertices:
+        vertices = tuple(
+            [replace(v, digest=v.digest + sfx, inputs=tuple([i + sfx for i in v.inputs])) for v in vertices]
+        )
+    if statuses:
+        statuses = tuple([replace(s, vertex=s.vertex + sfx) for s in statuses])
+    if len(logs) == 1:  # the common message: one chunk
+        c = logs[0]
+        logs = (LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp),)
+    elif logs:
+        logs = tuple([LogChunk(c.vertex + sfx, c.stream, c.data, c.timestamp) for c in logs])
+    if warnings:
+        warnings = tuple([replace(w, vertex=w.vertex + sfx) for w in warnings])
+    return StatusUpdate(update.request, vertices, statuses, logs, warnings)
 
 
 def _messages(updates: list[object], total: int) -> Iterator[object]:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from .model import BuildWarning, LogChunk, StatusRow, StatusUpdate, VertexUpdate
 
@@ -92,6 +93,45 @@ class LogLine:
     cut: bool = False
 
 
+_Line = tuple[int, str, "datetime.datetime | None", bool]
+
+
+class LogLines(Sequence[LogLine]):
+    """:attr:`LogBuffer.lines`: the kept lines as :class:`LogLine` values, made on access.
+
+    The buffer keeps plain tuples, which the garbage collector stops tracking: a session's
+    hundreds of thousands of kept lines would otherwise make every full collection walk them.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: collections.deque[_Line]) -> None:
+        self._lines = lines
+
+    @property
+    def maxlen(self) -> int | None:
+        return self._lines.maxlen
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> LogLine: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[LogLine]: ...
+    def __getitem__(self, index: int | slice) -> LogLine | list[LogLine]:
+        if isinstance(index, slice):
+            return [LogLine(*line) for line in list(self._lines)[index]]
+        return LogLine(*self._lines[index])
+
+    def __iter__(self) -> Iterator[LogLine]:
+        for line in self._lines:
+            yield LogLine(*line)
+
+    def __repr__(self) -> str:
+        return f"LogLines({list(self)!r})"
+
+
 class LogBuffer:
     """The last ``max_lines`` lines of a vertex's output, each at most ``line_bytes`` bytes.
 
@@ -100,20 +140,20 @@ class LogBuffer:
     """
 
     __slots__ = (
+        "_lines",
         "_partial",
         "_partial_cut",
         "_partial_ts",
         "clipped",
         "dropped_lines",
         "line_bytes",
-        "lines",
         "total_bytes",
         "total_lines",
     )
 
     def __init__(self, *, max_lines: int = 1000, line_bytes: int = 4096) -> None:
         self.line_bytes = line_bytes
-        self.lines: collections.deque[LogLine] = collections.deque(maxlen=max_lines)
+        self._lines: collections.deque[_Line] = collections.deque(maxlen=max_lines)
         self._partial: dict[int, bytearray] = {}
         self._partial_cut: dict[int, bool] = {}
         self._partial_ts: dict[int, datetime.datetime | None] = {}
@@ -123,16 +163,23 @@ class LogBuffer:
         self.clipped = False
 
     def feed(self, stream: int, data: bytes, timestamp: datetime.datetime | None = None) -> None:
-        self.total_bytes += len(data)
+        size = len(data)
+        self.total_bytes += size
         if LOG_CLIPPED_MARKER in data:
             self.clipped = True
-        if data.endswith(b"\n") and len(data) <= self.line_bytes and stream not in self._partial:
+        if data.endswith(b"\n") and size <= self.line_bytes and stream not in self._partial:
             # the common chunk: whole lines, none too long, nothing pending on its stream
-            lines = self.lines
+            lines = self._lines
+            if data.find(b"\n") == size - 1:  # one line, the most common chunk of all
+                if len(lines) == lines.maxlen:
+                    self.dropped_lines += 1
+                lines.append((stream, data[:-1].decode(errors="replace"), timestamp, False))
+                self.total_lines += 1
+                return
             for piece in data[:-1].split(b"\n"):
                 if len(lines) == lines.maxlen:
                     self.dropped_lines += 1
-                lines.append(LogLine(stream, piece.decode(errors="replace"), timestamp))
+                lines.append((stream, piece.decode(errors="replace"), timestamp, False))
                 self.total_lines += 1
             return
         start = 0
@@ -155,16 +202,22 @@ class LogBuffer:
             self._finish_line(stream)
             start = nl + 1
 
+    @property
+    def lines(self) -> LogLines:
+        """The kept lines (the last ``max_lines``), oldest first."""
+        return LogLines(self._lines)
+
     def _finish_line(self, stream: int) -> None:
         buf = self._partial.pop(stream, bytearray())
-        if len(self.lines) == self.lines.maxlen:
+        lines = self._lines
+        if len(lines) == lines.maxlen:
             self.dropped_lines += 1
-        self.lines.append(
-            LogLine(
-                stream=stream,
-                text=buf.decode(errors="replace"),
-                timestamp=self._partial_ts.pop(stream, None),
-                cut=self._partial_cut.pop(stream, False),
+        lines.append(
+            (
+                stream,
+                buf.decode(errors="replace"),
+                self._partial_ts.pop(stream, None),
+                self._partial_cut.pop(stream, False),
             )
         )
         self.total_lines += 1
@@ -179,8 +232,8 @@ class LogBuffer:
         """The last ``n`` lines, including an unfinished last line."""
         if not n:
             return []
-        done = self.lines  # the last n of a deque, not a copy of all of it (a display asks each frame)
-        lines = [done[-i] for i in range(min(n, len(done)), 0, -1)]
+        done = self._lines  # the last n of a deque, not a copy of all of it (a display asks each frame)
+        lines = [LogLine(*done[-i]) for i in range(min(n, len(done)), 0, -1)]
         lines.extend(self.partial)
         return lines[-n:]
 
@@ -476,8 +529,16 @@ class ProgressModel:
 
     def apply(self, update: StatusUpdate) -> set[str]:
         """Fold one batch in; returns the digests whose vertex state changed in it."""
-        if self.groups is not None:
-            update = self.groups.merge(update)
+        groups = self.groups
+        if (
+            not update.vertices
+            and not update.statuses
+            and not update.warnings
+            and (groups is None or not groups._group_of)
+        ):
+            return self._apply_logs(update)  # the common message: log chunks only, no group to rewrite
+        if groups is not None:
+            update = groups.merge(update)
         self.messages += 1
         self._messages_since += 1
         req = self.request(update.request)
@@ -549,6 +610,62 @@ class ProgressModel:
             changed.add(w.vertex)
             self._dirty_requests.add(req.label)
         self._dirty_vertices |= changed
+        return changed
+
+    def _apply_logs(self, update: StatusUpdate) -> set[str]:
+        """:meth:`apply` for a batch of log chunks only, with no progress group to rewrite to."""
+        self.messages += 1
+        self._messages_since += 1
+        label = update.request
+        req = self.requests.get(label)
+        if req is None:
+            req = self.request(label)
+        self.last_vertices = set()
+        self.last_logs = last_logs = []
+        vertices = self.vertices
+        logs = update.logs
+        if len(logs) == 1:  # one chunk: no loop, no set to grow
+            chunk = logs[0]
+            vertex = chunk.vertex
+            v = vertices.get(vertex)
+            if v is None or label not in v.requests:
+                v = self._vertex(vertex, req)
+            data = chunk.data
+            stream = chunk.stream
+            timestamp = chunk.timestamp
+            key = (stream, timestamp, len(data), hash(data))
+            seen = v.seen_logs
+            if key in seen:
+                return set()
+            seen[key] = None
+            if len(seen) > _SEEN_LOGS:
+                seen.popitem(last=False)
+            v.logs.feed(stream, data, timestamp)
+            last_logs.append(chunk)
+            self._dirty_vertices.add(vertex)
+            return {vertex}
+        changed: set[str] = set()
+        for chunk in logs:
+            vertex = chunk.vertex
+            v = vertices.get(vertex)
+            if v is None or label not in v.requests:
+                v = self._vertex(vertex, req)
+            # Every request's stream reports a shared vertex's output: keep one copy.
+            data = chunk.data
+            stream = chunk.stream
+            timestamp = chunk.timestamp
+            key = (stream, timestamp, len(data), hash(data))
+            seen = v.seen_logs
+            if key in seen:
+                continue
+            seen[key] = None
+            if len(seen) > _SEEN_LOGS:
+                seen.popitem(last=False)
+            v.logs.feed(stream, data, timestamp)
+            last_logs.append(chunk)
+            changed.add(vertex)
+        if changed:
+            self._dirty_vertices |= changed
         return changed
 
     def update(self, update: StatusUpdate) -> None:
