@@ -584,24 +584,9 @@ class ProgressModel:
         self.last_logs = last_logs = []
         vertices = self.vertices
         for chunk in update.logs:
-            found = vertices.get(chunk.vertex)  # _vertex's work only for a vertex new to the request
-            v = (
-                found
-                if found is not None and req.label in found.requests
-                else self._vertex(chunk.vertex, req)
-            )
-            # Every request's stream reports a shared vertex's output: keep one copy.
-            data = chunk.data
-            key = (chunk.stream, chunk.timestamp, len(data), hash(data))
-            seen = v.seen_logs
-            if key in seen:
-                continue
-            seen[key] = None
-            if len(seen) > _SEEN_LOGS:
-                seen.popitem(last=False)
-            v.logs.feed(chunk.stream, data, chunk.timestamp)
-            last_logs.append(chunk)
-            changed.add(chunk.vertex)
+            if self._keep_chunk(chunk, vertices, req):
+                last_logs.append(chunk)
+                changed.add(chunk.vertex)
         for w in update.warnings:
             v = self._vertex(w.vertex, req)
             v.warnings.append(w)
@@ -626,47 +611,35 @@ class ProgressModel:
         logs = update.logs
         if len(logs) == 1:  # one chunk: no loop, no set to grow
             chunk = logs[0]
-            vertex = chunk.vertex
-            v = vertices.get(vertex)
-            if v is None or label not in v.requests:
-                v = self._vertex(vertex, req)
-            data = chunk.data
-            stream = chunk.stream
-            timestamp = chunk.timestamp
-            key = (stream, timestamp, len(data), hash(data))
-            seen = v.seen_logs
-            if key in seen:
+            if not self._keep_chunk(chunk, vertices, req):
                 return set()
-            seen[key] = None
-            if len(seen) > _SEEN_LOGS:
-                seen.popitem(last=False)
-            v.logs.feed(stream, data, timestamp)
             last_logs.append(chunk)
-            self._dirty_vertices.add(vertex)
-            return {vertex}
+            self._dirty_vertices.add(chunk.vertex)
+            return {chunk.vertex}
         changed: set[str] = set()
         for chunk in logs:
-            vertex = chunk.vertex
-            v = vertices.get(vertex)
-            if v is None or label not in v.requests:
-                v = self._vertex(vertex, req)
-            # Every request's stream reports a shared vertex's output: keep one copy.
-            data = chunk.data
-            stream = chunk.stream
-            timestamp = chunk.timestamp
-            key = (stream, timestamp, len(data), hash(data))
-            seen = v.seen_logs
-            if key in seen:
-                continue
-            seen[key] = None
-            if len(seen) > _SEEN_LOGS:
-                seen.popitem(last=False)
-            v.logs.feed(stream, data, timestamp)
-            last_logs.append(chunk)
-            changed.add(vertex)
+            if self._keep_chunk(chunk, vertices, req):
+                last_logs.append(chunk)
+                changed.add(chunk.vertex)
         if changed:
             self._dirty_vertices |= changed
         return changed
+
+    def _keep_chunk(self, chunk: LogChunk, vertices: dict[str, VertexState], req: RequestState) -> bool:
+        """Feed ``chunk`` to its vertex's log unless another request's stream already did
+        (every request's stream reports a shared vertex's output: one copy is kept)."""
+        found = vertices.get(chunk.vertex)  # _vertex's work only for a vertex new to the request
+        v = found if found is not None and req.label in found.requests else self._vertex(chunk.vertex, req)
+        data = chunk.data
+        key = (chunk.stream, chunk.timestamp, len(data), hash(data))
+        seen = v.seen_logs
+        if key in seen:
+            return False
+        seen[key] = None
+        if len(seen) > _SEEN_LOGS:
+            seen.popitem(last=False)
+        v.logs.feed(chunk.stream, data, chunk.timestamp)
+        return True
 
     def update(self, update: StatusUpdate) -> None:
         """:meth:`apply`, so the model itself is a ``ProgressSink`` (``fan_out([model, printer])``)."""
