@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
 from llblib_async.terminal import add_terminal_suspender, claim_terminal, terminal_claimed
 
 
-async def test_claims_are_exclusive_and_suspenders_wrap_each() -> None:
-    events: list[str] = []
+def _display_recording(events: list[str]) -> Callable[[], AbstractAsyncContextManager[None]]:
+    """A display's suspender that records when it is paused and resumed."""
 
     @asynccontextmanager
     async def display() -> AsyncIterator[None]:
@@ -22,7 +22,12 @@ async def test_claims_are_exclusive_and_suspenders_wrap_each() -> None:
         finally:
             events.append("resume")
 
-    remove = add_terminal_suspender(display)
+    return display
+
+
+async def test_claims_are_exclusive_and_suspenders_wrap_each() -> None:
+    events: list[str] = []
+    remove = add_terminal_suspender(_display_recording(events))
     try:
         first_in = asyncio.Event()
         release = asyncio.Event()
@@ -52,16 +57,7 @@ async def test_claims_are_exclusive_and_suspenders_wrap_each() -> None:
 
 async def test_suspenders_resume_when_the_body_raises() -> None:
     events: list[str] = []
-
-    @asynccontextmanager
-    async def display() -> AsyncIterator[None]:
-        events.append("pause")
-        try:
-            yield
-        finally:
-            events.append("resume")
-
-    remove = add_terminal_suspender(display)
+    remove = add_terminal_suspender(_display_recording(events))
     try:
         with pytest.raises(RuntimeError, match="boom"):
             async with claim_terminal():
