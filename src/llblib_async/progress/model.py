@@ -8,15 +8,46 @@ feed one display.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .._pb.moby.buildkit import v1 as control
 from ..errors import SourceLocation
 
 __all__ = ["BuildWarning", "LogChunk", "StatusRow", "StatusUpdate", "VertexUpdate"]
 
+_T = TypeVar("_T")
 
+
+def _quick_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that fills its slots directly.
+
+    The generated one calls ``object.__setattr__`` per field (what ``frozen`` costs): a
+    busy session builds a few of these values for each of hundreds of thousands of
+    Status messages, and this ``__init__`` takes about half the time.  Same signature,
+    same values; the class stays frozen (its ``__setattr__`` still refuses).
+    """
+    params, body = [], []
+    namespace: dict[str, object] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__  # the slot's descriptor
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body)
+    exec(source, namespace)  # generated from the field names, as dataclasses does
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
+    setattr(cls, "__init__", init)  # noqa: B010 - a class's method, replaced
+    return cls
+
+
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class VertexUpdate:
     """The current state of one LLB vertex (merged by ``digest``; later values win)."""
@@ -32,6 +63,7 @@ class VertexUpdate:
     progress_group: tuple[str, str, bool] | None = None
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class StatusRow:
     """A sub-task of a vertex, e.g. ``transferring ctx: 12kB`` or a layer download."""
@@ -46,6 +78,7 @@ class StatusRow:
     completed: datetime.datetime | None = None
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class LogChunk:
     """Raw output of a vertex: bytes, not line-aligned (1 = stdout, 2 = stderr)."""
@@ -56,6 +89,7 @@ class LogChunk:
     timestamp: datetime.datetime | None = None
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class BuildWarning:
     """A warning of the build (a frontend's lint rule, a deprecated option...).
@@ -89,6 +123,7 @@ def _warning_sources(w: control.VertexWarning) -> tuple[SourceLocation, ...]:
     return (SourceLocation.from_pb(w.info, w.ranges),)
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
     """One batch of progress for one build request (``request`` labels it)."""

@@ -31,6 +31,7 @@ import collections
 import dataclasses
 import datetime
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -53,6 +54,7 @@ __all__ = [
 LOG_CLIPPED_MARKER = b"[output clipped, log limit"
 
 _SEEN_LOGS = 256  # log chunks remembered per shared vertex
+_NONE: frozenset[str] = frozenset()
 _UNFINISHED = ("waiting", "running")
 
 Interval = tuple[datetime.datetime, datetime.datetime | None]
@@ -145,7 +147,6 @@ class LogBuffer:
         "_partial_cut",
         "_partial_ts",
         "clipped",
-        "dropped_lines",
         "line_bytes",
         "total_bytes",
         "total_lines",
@@ -159,28 +160,36 @@ class LogBuffer:
         self._partial_ts: dict[int, datetime.datetime | None] = {}
         self.total_bytes = 0
         self.total_lines = 0
-        self.dropped_lines = 0
         self.clipped = False
+
+    @property
+    def dropped_lines(self) -> int:
+        """Finished lines let go to keep the last ``max_lines``."""
+        return self.total_lines - len(self._lines)
 
     def feed(self, stream: int, data: bytes, timestamp: datetime.datetime | None = None) -> None:
         size = len(data)
         self.total_bytes += size
+        # A busy build's every message: one whole line, nothing pending on its stream.  What
+        # it costs here is most of what a message costs a display, so each test is the
+        # cheapest one.  BuildKit's clipping marker is never such a line: it writes it
+        # between two newlines ("\n[output clipped, log limit 2MiB reached]\n").
+        if (
+            data.find(b"\n") == size - 1
+            and size
+            and size <= self.line_bytes
+            and not (self._partial and stream in self._partial)
+        ):
+            self._lines.append((stream, data.decode("utf-8", "replace")[:-1], timestamp, False))
+            self.total_lines += 1
+            return
         if LOG_CLIPPED_MARKER in data:
             self.clipped = True
         if data.endswith(b"\n") and size <= self.line_bytes and stream not in self._partial:
-            # the common chunk: whole lines, none too long, nothing pending on its stream
-            lines = self._lines
-            if data.find(b"\n") == size - 1:  # one line, the most common chunk of all
-                if len(lines) == lines.maxlen:
-                    self.dropped_lines += 1
-                lines.append((stream, data[:-1].decode(errors="replace"), timestamp, False))
-                self.total_lines += 1
-                return
-            for piece in data[:-1].split(b"\n"):
-                if len(lines) == lines.maxlen:
-                    self.dropped_lines += 1
-                lines.append((stream, piece.decode(errors="replace"), timestamp, False))
-                self.total_lines += 1
+            # whole lines, none too long
+            pieces = data[:-1].split(b"\n")
+            self._lines.extend([(stream, p.decode("utf-8", "replace"), timestamp, False) for p in pieces])
+            self.total_lines += len(pieces)
             return
         start = 0
         while True:
@@ -209,10 +218,7 @@ class LogBuffer:
 
     def _finish_line(self, stream: int) -> None:
         buf = self._partial.pop(stream, bytearray())
-        lines = self._lines
-        if len(lines) == lines.maxlen:
-            self.dropped_lines += 1
-        lines.append(
+        self._lines.append(
             (
                 stream,
                 buf.decode(errors="replace"),
@@ -291,10 +297,9 @@ class VertexState:
     logs: LogBuffer = field(default_factory=LogBuffer)
     #: order of first start over the whole model (0 = not started yet)
     order: int = 0
-    #: recent log chunks, to drop the copy a second request's stream sends of a shared vertex
-    seen_logs: collections.OrderedDict[tuple[int, datetime.datetime | None, int, int], None] = field(
-        default_factory=collections.OrderedDict
-    )
+    #: recent log chunks (at least the last 256), to drop the copy a second request's
+    #: stream sends of a shared vertex
+    seen_logs: dict[tuple[int, datetime.datetime | None, int, int], None] = field(default_factory=dict)
     _state: str = "waiting"
 
     @property
@@ -471,11 +476,11 @@ class ProgressModel:
         self._finished = 0
         self._start_time: datetime.datetime | None = None
         self._dirty_requests: set[str] = set()
-        self._messages_since = 0
+        self._messages_taken = 0  # self.messages at the last take_changes
         #: the log chunks of the last :meth:`apply` that were new (not a shared vertex's copy)
-        self.last_logs: list[LogChunk] = []
+        self.last_logs: Sequence[LogChunk] = ()
         #: the vertices whose own state (not rows, logs or warnings) the last :meth:`apply` changed
-        self.last_vertices: set[str] = set()
+        self.last_vertices: AbstractSet[str] = _NONE
 
     def _vertex(self, digest: str, request: RequestState) -> VertexState:
         v = self.vertices.get(digest)
@@ -529,18 +534,32 @@ class ProgressModel:
 
     def apply(self, update: StatusUpdate) -> set[str]:
         """Fold one batch in; returns the digests whose vertex state changed in it."""
+        logs = update.logs
+        if len(logs) == 1 and not update.vertices and not update.statuses and not update.warnings:
+            # The message of a busy build (9 in 10): one chunk of output of a vertex its
+            # request already reported, seen here as cheaply as Python allows.
+            chunk = logs[0]
+            digest = chunk.vertex
+            v = self.vertices.get(digest)
+            groups = self.groups
+            if (
+                v is not None
+                and update.request in v.requests
+                and (groups is None or digest not in groups._group_of)
+            ):
+                self.messages += 1
+                self.last_vertices = _NONE
+                if not self._seen(v, chunk):
+                    self.last_logs = ()
+                    return set()
+                self.last_logs = logs
+                v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
+                self._dirty_vertices.add(digest)
+                return {digest}
         groups = self.groups
-        if (
-            not update.vertices
-            and not update.statuses
-            and not update.warnings
-            and (groups is None or not groups._group_of)
-        ):
-            return self._apply_logs(update)  # the common message: log chunks only, no group to rewrite
         if groups is not None:
             update = groups.merge(update)
         self.messages += 1
-        self._messages_since += 1
         req = self.request(update.request)
         changed: set[str] = set()
         for vu in update.vertices:
@@ -597,48 +616,27 @@ class ProgressModel:
         self._dirty_vertices |= changed
         return changed
 
-    def _apply_logs(self, update: StatusUpdate) -> set[str]:
-        """:meth:`apply` for a batch of log chunks only, with no progress group to rewrite to."""
-        self.messages += 1
-        self._messages_since += 1
-        label = update.request
-        req = self.requests.get(label)
-        if req is None:
-            req = self.request(label)
-        self.last_vertices = set()
-        self.last_logs = last_logs = []
-        vertices = self.vertices
-        logs = update.logs
-        if len(logs) == 1:  # one chunk: no loop, no set to grow
-            chunk = logs[0]
-            if not self._keep_chunk(chunk, vertices, req):
-                return set()
-            last_logs.append(chunk)
-            self._dirty_vertices.add(chunk.vertex)
-            return {chunk.vertex}
-        changed: set[str] = set()
-        for chunk in logs:
-            if self._keep_chunk(chunk, vertices, req):
-                last_logs.append(chunk)
-                changed.add(chunk.vertex)
-        if changed:
-            self._dirty_vertices |= changed
-        return changed
-
     def _keep_chunk(self, chunk: LogChunk, vertices: dict[str, VertexState], req: RequestState) -> bool:
         """Feed ``chunk`` to its vertex's log unless another request's stream already did
         (every request's stream reports a shared vertex's output: one copy is kept)."""
         found = vertices.get(chunk.vertex)  # _vertex's work only for a vertex new to the request
         v = found if found is not None and req.label in found.requests else self._vertex(chunk.vertex, req)
+        if not self._seen(v, chunk):
+            return False
+        v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
+        return True
+
+    @staticmethod
+    def _seen(v: VertexState, chunk: LogChunk) -> bool:
+        """Remember ``chunk`` of ``v``; ``False`` if it was seen already (a shared vertex's copy)."""
         data = chunk.data
         key = (chunk.stream, chunk.timestamp, len(data), hash(data))
         seen = v.seen_logs
         if key in seen:
             return False
         seen[key] = None
-        if len(seen) > _SEEN_LOGS:
-            seen.popitem(last=False)
-        v.logs.feed(chunk.stream, data, chunk.timestamp)
+        if len(seen) > 2 * _SEEN_LOGS:  # forget all but the last _SEEN_LOGS, now and then
+            v.seen_logs = dict.fromkeys(list(seen)[-_SEEN_LOGS:])
         return True
 
     def update(self, update: StatusUpdate) -> None:
@@ -650,12 +648,11 @@ class ProgressModel:
 
     def take_changes(self) -> Changes:
         """What changed since the last call (a display's repaint asks this, not each message)."""
-        changes = Changes(
-            frozenset(self._dirty_vertices), frozenset(self._dirty_requests), self._messages_since
-        )
+        messages = self.messages - self._messages_taken
+        changes = Changes(frozenset(self._dirty_vertices), frozenset(self._dirty_requests), messages)
         self._dirty_vertices.clear()
         self._dirty_requests.clear()
-        self._messages_since = 0
+        self._messages_taken = self.messages
         return changes
 
     def ordered(self, label: str | None = None) -> list[VertexState]:
