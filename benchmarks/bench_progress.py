@@ -59,15 +59,15 @@ def _load() -> tuple[list[Any], list[float]]:
     return updates, times
 
 
-def _renamed(update: Any, rep: int) -> Any:
-    """The update with every digest suffixed ``-r<rep>`` (as the Go driver's copyFor).
+def _renamed(update: Any, sfx: str) -> Any:
+    """The update with every digest suffixed ``sfx`` (``-r<repetition>``, as the Go
+    driver's copyFor names them; ``""``: the update as recorded).
 
     Like copyFor, a fresh copy of every vertex, row, chunk and warning with its digest
     renamed, each time; only the empty parts are not walked (copyFor's loops skip them too).
     """
-    if rep == 0:
+    if not sfx:
         return update
-    sfx = f"-r{rep}"
     vertices, statuses, logs, warnings = update.vertices, update.statuses, update.logs, update.warnings
     if vertices:
         vertices = tuple(
@@ -85,10 +85,16 @@ def _renamed(update: Any, rep: int) -> Any:
     return StatusUpdate(update.request, vertices, statuses, logs, warnings)
 
 
+def _suffix(rep: int) -> str:
+    return f"-r{rep}" if rep else ""
+
+
 def _messages(updates: list[object], total: int) -> Iterator[object]:
-    for i in range(total):
-        rep, k = divmod(i, len(updates))
-        yield _renamed(updates[k], rep)
+    """``total`` messages: the stream, then again renamed, and so on (Go's driver feeds the same)."""
+    for rep in range(-(-total // len(updates))):
+        sfx = _suffix(rep)
+        for update in updates[: total - rep * len(updates)]:
+            yield _renamed(update, sfx)
 
 
 async def _throughput(total: int) -> dict[str, float]:
@@ -129,7 +135,7 @@ async def _replay(replays: int, rate: float) -> dict[str, float]:
                 delay = t0 + rep * span + times[k] - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)  # the recorded rate
-                tty.update(_renamed(update, rep))
+                tty.update(_renamed(update, _suffix(rep)))
                 n += 1
         elapsed, cpu = loop.time() - t0, time.process_time() - cpu0
         frames = tty.app.frames if tty.app is not None else 0

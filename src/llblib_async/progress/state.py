@@ -95,14 +95,23 @@ class LogLine:
     cut: bool = False
 
 
-_Line = tuple[int, str, "datetime.datetime | None", bool]
+#: a kept line: its bytes as the daemon sent them (a one-line chunk is kept whole, newline
+#: and all), decoded only when asked for
+_Line = tuple[int, bytes, "datetime.datetime | None", bool]
+
+
+def _log_line(line: _Line) -> LogLine:
+    stream, raw, timestamp, cut = line
+    text = raw.decode("utf-8", "replace")
+    return LogLine(stream, text[:-1] if text.endswith("\n") else text, timestamp, cut)
 
 
 class LogLines(Sequence[LogLine]):
     """:attr:`LogBuffer.lines`: the kept lines as :class:`LogLine` values, made on access.
 
-    The buffer keeps plain tuples, which the garbage collector stops tracking: a session's
-    hundreds of thousands of kept lines would otherwise make every full collection walk them.
+    The buffer keeps plain tuples of the bytes it was sent: no copy and no decoding per
+    line (a busy session sends hundreds of thousands), and the garbage collector stops
+    tracking the tuples, so its full collections do not walk every kept line.
     """
 
     __slots__ = ("_lines",)
@@ -123,12 +132,12 @@ class LogLines(Sequence[LogLine]):
     def __getitem__(self, index: slice) -> list[LogLine]: ...
     def __getitem__(self, index: int | slice) -> LogLine | list[LogLine]:
         if isinstance(index, slice):
-            return [LogLine(*line) for line in list(self._lines)[index]]
-        return LogLine(*self._lines[index])
+            return [_log_line(line) for line in list(self._lines)[index]]
+        return _log_line(self._lines[index])
 
     def __iter__(self) -> Iterator[LogLine]:
         for line in self._lines:
-            yield LogLine(*line)
+            yield _log_line(line)
 
     def __repr__(self) -> str:
         return f"LogLines({list(self)!r})"
@@ -180,7 +189,7 @@ class LogBuffer:
             and size <= self.line_bytes
             and not (self._partial and stream in self._partial)
         ):
-            self._lines.append((stream, data.decode("utf-8", "replace")[:-1], timestamp, False))
+            self._lines.append((stream, data, timestamp, False))
             self.total_lines += 1
             return
         if LOG_CLIPPED_MARKER in data:
@@ -188,7 +197,7 @@ class LogBuffer:
         if data.endswith(b"\n") and size <= self.line_bytes and stream not in self._partial:
             # whole lines, none too long
             pieces = data[:-1].split(b"\n")
-            self._lines.extend([(stream, p.decode("utf-8", "replace"), timestamp, False) for p in pieces])
+            self._lines.extend([(stream, piece, timestamp, False) for piece in pieces])
             self.total_lines += len(pieces)
             return
         start = 0
@@ -221,7 +230,7 @@ class LogBuffer:
         self._lines.append(
             (
                 stream,
-                buf.decode(errors="replace"),
+                bytes(buf),
                 self._partial_ts.pop(stream, None),
                 self._partial_cut.pop(stream, False),
             )
@@ -239,7 +248,7 @@ class LogBuffer:
         if not n:
             return []
         done = self._lines  # the last n of a deque, not a copy of all of it (a display asks each frame)
-        lines = [LogLine(*done[-i]) for i in range(min(n, len(done)), 0, -1)]
+        lines = [_log_line(done[-i]) for i in range(min(n, len(done)), 0, -1)]
         lines.extend(self.partial)
         return lines[-n:]
 
@@ -299,7 +308,7 @@ class VertexState:
     order: int = 0
     #: recent log chunks (at least the last 256), to drop the copy a second request's
     #: stream sends of a shared vertex
-    seen_logs: dict[tuple[int, datetime.datetime | None, int, int], None] = field(default_factory=dict)
+    seen_logs: dict[int, None] = field(default_factory=dict)
     _state: str = "waiting"
 
     @property
@@ -453,6 +462,11 @@ class ProgressGroups:
         )
 
 
+def _forget(v: VertexState) -> None:
+    """Forget all but the last ``_SEEN_LOGS`` chunks ``v`` saw (now and then, not per chunk)."""
+    v.seen_logs = dict.fromkeys(list(v.seen_logs)[-_SEEN_LOGS:])
+
+
 class ProgressModel:
     """The merged state of every request of a session (see the module docs).
 
@@ -537,7 +551,8 @@ class ProgressModel:
         logs = update.logs
         if len(logs) == 1 and not update.vertices and not update.statuses and not update.warnings:
             # The message of a busy build (9 in 10): one chunk of output of a vertex its
-            # request already reported, seen here as cheaply as Python allows.
+            # request already reported.  What it costs here is most of what a message
+            # costs a display: this is _keep_chunk and _seen, inlined.
             chunk = logs[0]
             digest = chunk.vertex
             v = self.vertices.get(digest)
@@ -549,11 +564,17 @@ class ProgressModel:
             ):
                 self.messages += 1
                 self.last_vertices = _NONE
-                if not self._seen(v, chunk):
+                data, stream, timestamp = chunk.data, chunk.stream, chunk.timestamp
+                key = hash((stream, timestamp, data))
+                seen = v.seen_logs
+                if key in seen:
                     self.last_logs = ()
                     return set()
+                seen[key] = None
+                if len(seen) > 2 * _SEEN_LOGS:
+                    _forget(v)
                 self.last_logs = logs
-                v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
+                v.logs.feed(stream, data, timestamp)
                 self._dirty_vertices.add(digest)
                 return {digest}
         groups = self.groups
@@ -628,15 +649,18 @@ class ProgressModel:
 
     @staticmethod
     def _seen(v: VertexState, chunk: LogChunk) -> bool:
-        """Remember ``chunk`` of ``v``; ``False`` if it was seen already (a shared vertex's copy)."""
-        data = chunk.data
-        key = (chunk.stream, chunk.timestamp, len(data), hash(data))
+        """Remember ``chunk`` of ``v``; ``False`` if it was seen already (a shared vertex's copy).
+
+        A chunk is known by the hash of its stream, timestamp and bytes (two different
+        chunks of one vertex with one 64-bit hash are not a worry).
+        """
+        key = hash((chunk.stream, chunk.timestamp, chunk.data))
         seen = v.seen_logs
         if key in seen:
             return False
         seen[key] = None
-        if len(seen) > 2 * _SEEN_LOGS:  # forget all but the last _SEEN_LOGS, now and then
-            v.seen_logs = dict.fromkeys(list(seen)[-_SEEN_LOGS:])
+        if len(seen) > 2 * _SEEN_LOGS:
+            _forget(v)
         return True
 
     def update(self, update: StatusUpdate) -> None:
