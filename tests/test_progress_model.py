@@ -154,6 +154,72 @@ def test_partial_lines_per_stream() -> None:
     assert [ln.text for ln in buf.tail(5)] == ["err", "out line", "unfinished"]
 
 
+def _reference_lines(
+    chunks: list[tuple[int, bytes, datetime.datetime]], line_bytes: int
+) -> list[tuple[int, str, datetime.datetime, bool]]:
+    """What a log of ``chunks`` holds, the slow and obvious way: per stream, bytes up to each
+    newline, cut at ``line_bytes``, stamped with the chunk a line began in."""
+    pending: dict[int, tuple[bytearray, datetime.datetime]] = {}
+    lines = []
+    for out, data, ts in chunks:
+        for i, piece in enumerate(data.split(b"\n")):
+            if i:  # a newline ended the stream's line
+                buf, began = pending.pop(out, (bytearray(), ts))
+                lines.append((out, bytes(buf), began, len(buf) > line_bytes))
+            if piece:
+                buf, began = pending.setdefault(out, (bytearray(), ts))
+                buf += piece
+    return [(s, b[:line_bytes].decode(errors="replace"), t, cut) for s, b, t, cut in lines]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_log_buffer_keeps_what_the_obvious_splitter_keeps(seed: int) -> None:
+    """However the output is cut into chunks (one whole line, many lines, lines left open,
+    lines too long, bytes that are not UTF-8, ``\r\n``), the log holds the same lines."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = [b"short", b"x" * 70, b"\xff\xfe broken utf-8", "héllo wörld".encode(), b"crlf\r", b""]
+    chunks = []
+    for i in range(600):
+        n = rng.choice([1, 1, 1, 2, 3])
+        data = b"".join(rng.choice(pieces) + (b"\n" if rng.random() < 0.9 else b"") for _ in range(n))
+        chunks.append((rng.choice([1, 2]), data, at(i)))
+    buf = LogBuffer(max_lines=50, line_bytes=64)
+    for out, data, ts in chunks:
+        buf.feed(out, data, ts)
+    expected = _reference_lines(chunks, 64)
+    assert [(ln.stream, ln.text, ln.timestamp, ln.cut) for ln in buf.lines] == expected[-50:]
+    assert buf.total_lines == len(expected)
+    assert buf.dropped_lines == len(expected) - 50
+    assert buf.total_bytes == sum(len(d) for _, d, _ in chunks)
+    open_lines = [ln.text for ln in buf.partial]  # the tail ends with the lines still open
+    assert [ln.text for ln in buf.tail(5)] == ([t for _, t, _, _ in expected] + open_lines)[-5:]
+
+
+def test_shared_vertex_copies_are_dropped_long_after() -> None:
+    """A request joining a shared vertex late gets BuildKit's replay of its earlier output:
+    the last 256 chunks (at least) are known, so the replay is not shown twice."""
+    vertex = control.Vertex(digest="sha256:s", name="shared", started=at(0))
+    model = ProgressModel()
+    model.apply(batch("a", vertexes=[vertex]))
+
+    def chunk(text: bytes, i: int) -> control.VertexLog:
+        return control.VertexLog(vertex="sha256:s", stream=1, msg=text, timestamp=at(i))
+
+    logs = [chunk(b"line %d\n" % i, i) for i in range(700)]
+    for log in logs:
+        model.apply(batch("a", logs=[log]))
+    model.apply(batch("b", vertexes=[vertex]))
+    for replayed in logs[-256:]:  # b's stream replays what the vertex printed
+        assert not model.apply(batch("b", logs=[replayed]))
+    v = model.vertices["sha256:s"]
+    assert v.logs.total_lines == 700
+    assert v.requests == ["a", "b"]
+    assert model.apply(batch("b", logs=[chunk(b"new\n", 800)]))
+    assert [ln.text for ln in v.logs.tail(2)] == ["line 699", "new"]
+
+
 def test_warnings_carry_source_locations() -> None:
     model = ProgressModel()
     model.apply(
@@ -266,3 +332,44 @@ def test_progress_group_hidden_until_a_strong_member_starts() -> None:
     model = ProgressModel()
     model.apply(out)
     assert model.vertices["g"].state == "running"
+
+
+@pytest.mark.parametrize("kind", ["VertexUpdate", "StatusRow", "LogChunk", "BuildWarning", "StatusUpdate"])
+def test_status_values_build_like_the_dataclasses_they_are(kind: str) -> None:
+    """The Status values get a quicker ``__init__`` than ``frozen=True`` generates: the same
+    signature, the same values, still frozen, copied by ``replace`` and pickled alike."""
+    import dataclasses
+    import inspect
+    import pickle
+
+    from llblib_async import progress
+
+    cls = getattr(progress, kind)
+    fields = dataclasses.fields(cls)
+    plain = dataclasses.make_dataclass(
+        "Plain" + kind,
+        [(f.name, Any) if f.default is dataclasses.MISSING else (f.name, Any, f.default) for f in fields],
+    )
+
+    def parameters(c: Any) -> list[tuple[str, Any, Any]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(c).parameters.values()]
+
+    assert parameters(cls) == parameters(plain)
+    required = [f"{f.name}-value" for f in fields if f.default is dataclasses.MISSING]
+    positional = cls(*required)
+    keyword = cls(**{f.name: v for f, v in zip(fields, required, strict=False)})
+    reference = plain(*required)
+    for value in (positional, keyword):
+        assert dataclasses.astuple(value) == dataclasses.astuple(reference)
+        assert value == positional
+        assert hash(value) == hash(positional)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, fields[0].name, "changed")
+        assert pickle.loads(pickle.dumps(value)) == value
+    changed = dataclasses.replace(positional, **{fields[0].name: "other"})
+    assert getattr(changed, fields[0].name) == "other"
+    if required:
+        with pytest.raises(TypeError, match="missing"):
+            cls()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        cls(*required, nonsense=1)

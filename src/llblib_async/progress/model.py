@@ -43,6 +43,7 @@ def _quick_init(cls: type[_T]) -> type[_T]:
     exec(source, namespace)  # generated from the field names, as dataclasses does
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
+    init.__annotations__ = cls.__init__.__annotations__  # help() shows the types
     setattr(cls, "__init__", init)  # noqa: B010 - a class's method, replaced
     return cls
 
