@@ -47,8 +47,8 @@ def test_two_requests_share_vertices_once() -> None:
     assert [line.text for line in common.logs.lines] == ["common step", "common done"]
     a_only = next(v for n, v in by_name.items() if "echo a" in n)
     b_only = next(v for n, v in by_name.items() if "echo b" in n)
-    assert a_only.requests == ["a"]
-    assert b_only.requests == ["b"]
+    assert a_only.requests == ("a",)
+    assert b_only.requests == ("b",)
     assert [(ln.stream, ln.text) for ln in b_only.logs.lines] == [(2, "b 1"), (2, "b 2"), (2, "b 3")]
     # each request lists the shared vertices too, once
     for label in ("a", "b"):
@@ -215,7 +215,7 @@ def test_shared_vertex_copies_are_dropped_long_after() -> None:
         assert not model.apply(batch("b", logs=[replayed]))
     v = model.vertices["sha256:s"]
     assert v.logs.total_lines == 700
-    assert v.requests == ["a", "b"]
+    assert v.requests == ("a", "b")
     assert model.apply(batch("b", logs=[chunk(b"new\n", 800)]))
     assert [ln.text for ln in v.logs.tail(2)] == ["line 699", "new"]
 
@@ -246,7 +246,7 @@ def test_warnings_carry_source_locations() -> None:
     assert src.data == b"FROM x\nRUN y\n"
     assert src.ranges == ((1, 0, 2, 5),)
     assert model.requests["app"].warnings == [w]
-    assert model.vertices["sha256:w"].warnings == [w]
+    assert model.vertices["sha256:w"].warnings == (w,)
 
 
 def test_changes_are_coalesced_until_taken() -> None:

@@ -296,13 +296,16 @@ class VertexState:
     digest: str
     name: str = ""
     inputs: tuple[str, ...] = ()
-    requests: list[str] = field(default_factory=list)
+    #: the labels of the requests that reported the vertex, the first one first (a tuple, as
+    #: is ``warnings``: the garbage collector stops tracking those, and a busy session has
+    #: tens of thousands of vertices)
+    requests: tuple[str, ...] = ()
     cached: bool = False
     error: str = ""
     progress_group: tuple[str, str, bool] | None = None
     intervals: dict[datetime.datetime, datetime.datetime | None] = field(default_factory=dict)
     subprogress: dict[str, SubProgress] = field(default_factory=dict)
-    warnings: list[BuildWarning] = field(default_factory=list)
+    warnings: tuple[BuildWarning, ...] = ()
     logs: LogBuffer = field(default_factory=LogBuffer)
     #: order of first start over the whole model (0 = not started yet)
     order: int = 0
@@ -503,7 +506,7 @@ class ProgressModel:
                 digest=digest, logs=LogBuffer(max_lines=self.log_lines, line_bytes=self.line_bytes)
             )
         if request.label not in v.requests:
-            v.requests.append(request.label)
+            v.requests += (request.label,)
             request.vertices.append(digest)
             self._dirty_requests.add(request.label)
             self._count(request, v.digest, "waiting", v.state)
@@ -629,7 +632,7 @@ class ProgressModel:
                 changed.add(chunk.vertex)
         for w in update.warnings:
             v = self._vertex(w.vertex, req)
-            v.warnings.append(w)
+            v.warnings += (w,)
             req.warnings.append(w)
             self.warnings.append(w)
             changed.add(w.vertex)
