@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from progress_helpers import stream
+from pty_helpers import Terminal
 from rich.text import Text
 
 from llblib_async.errors import ProgressModeError
@@ -209,3 +213,66 @@ async def test_no_color_keeps_the_terminals_own_colours(monkeypatch: pytest.Monk
     async with TTYProgress(headless=True, size=(80, 20)) as tty:
         assert tty.app is not None
         assert not tty.app.ansi_color
+
+
+FULL_SCREEN_CHILD = """
+import asyncio, json, os, sys
+
+sys.path.insert(0, sys.argv[1])
+from progress_helpers import stream
+from pty_helpers import Terminal
+
+from llblib_async.progress.tui import TTYProgress
+from llblib_async.terminal import claim_terminal
+
+
+async def main() -> None:
+    updates = stream("shared")
+    async with TTYProgress(inline=False) as tty:
+        for u in updates[:10]:
+            tty.update(u)
+        app = tty.app
+        frames = app.frames
+        async with claim_terminal():
+            os.write(1, b"\\r\\nOWNED suspended=%d\\r\\n" % tty.suspended)
+            for u in updates[10:]:
+                tty.update(u)
+        while app.frames == frames:  # the app draws again, on its own timer
+            await asyncio.sleep(0.05)
+        result = {"same_app": tty.app is app, "restarts": tty.restarts, "counts": tty.model.counts()}
+    with open(sys.argv[2], "w") as f:
+        json.dump(result, f)
+    os.write(1, b"\\r\\nDONE\\r\\n")
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_full_screen_display_steps_aside_with_app_suspend_on_a_terminal(tmp_path: Path) -> None:
+    """Full screen on a real pty, Textual's driver can suspend: a container taking the
+    terminal sees the normal screen (the alternate one left), and the same app draws again
+    after, with what arrived meanwhile."""
+    script, out = tmp_path / "child.py", tmp_path / "result.json"
+    script.write_text(FULL_SCREEN_CHILD)
+    term = Terminal([sys.executable, str(script), str(Path(__file__).parent), str(out)])
+    try:
+        before = term.expect(r"OWNED suspended=(\d)")
+        assert before.group(1) == b"1"
+        screen_before = term.consumed
+        term.expect("DONE")
+        screen_after = term.consumed
+    finally:
+        code = term.close()
+    assert code == 0
+    # entered the alternate screen, left it for the container, entered it again, left at the end
+    assert screen_before.count(ALT_SCREEN_ON) == 1
+    assert screen_before.rindex(ALT_SCREEN_OFF) > screen_before.rindex(ALT_SCREEN_ON)
+    assert screen_after.count(ALT_SCREEN_ON) == 1
+    assert screen_after.rindex(ALT_SCREEN_OFF) > screen_after.rindex(ALT_SCREEN_ON)
+    result = json.loads(out.read_text())
+    assert result == {"same_app": True, "restarts": 0, "counts": [4, 4]}
+
+
+ALT_SCREEN_ON, ALT_SCREEN_OFF = b"\x1b[?1049h", b"\x1b[?1049l"
