@@ -399,6 +399,50 @@ async def test_on_error_remakes_cache_tmpfs_and_read_only_mounts_of_the_failed_s
     ]  # fmt: skip
 
 
+async def test_on_error_swaps_the_root_for_a_toolbox_and_adds_mounts(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
+) -> None:
+    """Go's OnError(WithRun(llb.AddMount("/", toolbox), llb.AddMount(...))): the failed
+    step's writable mount as it was, a toolbox root instead of the step's own, the pristine
+    input beside it and a scratch directory the debugging writes to."""
+    source = llb.scratch().mkfile("/file", b"pristine\n")
+    failing = _rootfs(buildkit_busybox_rootfs).run(
+        ["/bin/sh", "-c", "echo changed > /work/file; echo in-the-step-root > /step-root; exit 4"],
+        mounts=[llb.bind("/work", source)],
+    )
+    toolbox = _rootfs(buildkit_busybox_rootfs).mkfile("/toolbox-marker", b"toolbox\n")
+    on_error = OnError(
+        commands=[
+            "cat /work/file /original/file /toolbox-marker; test -e /step-root || echo no-step-root; "
+            "echo found > /findings/note; cat /findings/note; ls /cache | wc -l"
+        ],
+        root=toolbox,
+        mounts=[
+            llb.bind("/original", source, readonly=True),
+            llb.bind("/findings", llb.scratch()),
+            llb.cache_mount("/cache", id=f"onerr-extra-{os.urandom(4).hex()}"),
+        ],
+        drop_error=True,
+    )
+    solver = Solver()
+    async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+        result = await session.do(solver.build(failing.get_mount("/work"), on_error=on_error))
+    assert result.error is not None
+    assert result.error.exit_code == 4
+    (run,) = result.debug
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout.decode().splitlines() == [
+        "changed", "pristine", "toolbox", "no-step-root", "found", "0",
+    ]  # fmt: skip
+
+
+async def test_on_error_extra_mounts_are_checked() -> None:
+    with pytest.raises(ContainerError, match="root="):
+        OnError(mounts=[llb.bind("/", llb.scratch())])
+    with pytest.raises(ContainerError, match=r"llb\.State"):
+        OnError(root="busybox")  # type: ignore[arg-type]
+
+
 async def test_a_container_on_a_failing_root_raises_the_build_error(
     buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path
 ) -> None:

@@ -404,7 +404,9 @@ async def _solve_or_debug(
         if on_error is None or spec is None:
             raise
         try:
-            err.debug = await debug_failed_step(runner.bridge.container, spec, on_error)
+            err.debug = await debug_failed_step(
+                runner.bridge.container, spec, on_error, runner.bridge.prepare_container
+            )
         except BuildKitError as debug_err:
             err.add_note(f"on_error could not debug the failed step: {debug_err}")
             raise err from err.__cause__

@@ -19,6 +19,7 @@ Either way :meth:`ContainerSpec.new_container_request` makes the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,28 @@ class ContainerSpec:
                     unresolved=unresolved,
                 )
         raise ContainerError("root", ref, "the container has no root mount")
+
+    def with_mounts_of(self, other: ContainerSpec, *, root: bool) -> ContainerSpec:
+        """This container with ``other``'s mounts added (both resolved): a mount of
+        ``other`` replaces this one's at the same path, and ``other``'s root ``/`` is taken
+        only with ``root=True``.  The rest of this container (its process settings) stays."""
+        if self.unresolved or other.unresolved:
+            raise ValueError("both containers' mounts must be solved first")
+        taken = {
+            m.dest: (m, ref)
+            for m, ref in zip(other.exec.mounts, other.refs, strict=True)
+            if root or m.dest != "/"
+        }
+        pairs = [(m, ref) for m, ref in zip(self.exec.mounts, self.refs, strict=True) if m.dest not in taken]
+        pairs.extend(taken.values())
+        # the root first, then by path, so a mount point's parent is mounted before it
+        pairs.sort(key=lambda pair: (pair[0].dest != "/", pair[0].dest))
+        return ContainerSpec(
+            exec=dataclasses.replace(self.exec, mounts=[m for m, _ in pairs]),
+            refs=tuple(ref for _, ref in pairs),
+            platform=self.platform,
+            constraints=self.constraints,
+        )
 
     def new_container_request(self, container_id: str) -> gw.NewContainerRequest:
         meta = self.meta
