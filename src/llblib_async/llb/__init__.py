@@ -71,6 +71,7 @@ from .marshal import Definition, digest, marshal, marshal_scope
 from .merge import merge
 from .meta import Ulimit, shlex_split
 from .oci import oci_layout, oci_layout_blob
+from .persistent import MountPropagationError, Persistent, persistent
 from .platform import Platform, default_platform
 from .reference import InvalidReferenceError, normalize_image_ref
 from .source import (
@@ -109,8 +110,10 @@ __all__ = [
     "LazyContext",
     "LazyFn",
     "Mount",
+    "MountPropagationError",
     "OpMetadata",
     "Owner",
+    "Persistent",
     "Platform",
     "ProgressGroup",
     "ProxyEnv",
@@ -156,6 +159,7 @@ __all__ = [
     "normalize_image_ref",
     "oci_layout",
     "oci_layout_blob",
+    "persistent",
     "resolve_base_config",
     "resolve_image",
     "resolve_image_config",
