@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_llb_exec_live import _rootfs
 
 import llblib_async
 from llblib_async import Solver, llb
@@ -13,10 +14,6 @@ from llblib_async.testing import BuildkitDaemon
 from llblib_async.testing.images import PushedImage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def _rootfs(busybox_rootfs: Path) -> llb.State:
-    return llb.scratch().copy(llb.local(busybox_rootfs), "/", "/")
 
 
 async def test_requests_of_states_and_definitions_render_as_llb_to_yaml_of_them(
