@@ -293,3 +293,43 @@ async def test_daemon_reports_our_digests(
     definition = llb.marshal(result)
     assert set(definition.digests[:-1]) <= seen
     assert all(v.completed and not v.error for v in recorder.vertices.values())
+
+
+async def test_fresh_run_runs_again_per_build_of_the_graph_but_once_per_state(
+    buildkit_daemon: BuildkitDaemon, buildkit_busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    rootfs = _rootfs(buildkit_busybox_rootfs)
+    random = "od -An -tx1 -N16 /dev/urandom > /tmp/rand"
+
+    def build(*, fresh: bool = False, ignore_cache: bool = False) -> llb.State:
+        # The program "building the graph": each call is a new run() call.
+        es = rootfs.run(random, shell=True, fresh=fresh, ignore_cache=ignore_cache)
+        return _collect({"rand": (es, "/tmp/rand")})
+
+    async def solve_each(*states: llb.State) -> list[str]:
+        """Solve each State as its own request, one after the other, in one new session."""
+        solver = llblib_async.Solver()
+        outputs = []
+        async with llblib_async.connect(buildkit_daemon.address) as client, solver.session(client) as session:
+            for state in states:
+                dest = tmp_path / uuid.uuid4().hex
+                await session.do(solver.build(state, exports=[llblib_async.LocalExport(dest)]))
+                outputs.append((dest / "rand").read_text())
+        return outputs
+
+    fresh = build(fresh=True)
+    first, again = await solve_each(fresh, fresh)
+    assert first.strip()
+    assert first == again
+    # The graph built again (as a second run of the program would) runs the command again,
+    # while the first State is still the cached op.
+    rebuilt, old = await solve_each(build(fresh=True), fresh)
+    assert rebuilt != first
+    assert old == first
+    # Without fresh=, building the graph again hits the cache...
+    plain = await solve_each(build(), build())
+    assert plain[0] == plain[1]
+    # ...and BuildKit's ignore_cache runs one State again for each request.
+    ignored = build(ignore_cache=True)
+    once, twice = await solve_each(ignored, ignored)
+    assert once != twice

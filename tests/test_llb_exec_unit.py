@@ -571,6 +571,64 @@ def test_names_and_ignore_cache_go_to_metadata() -> None:
     assert meta.description_map == {"k": "v", "llb.customname": "step"}
 
 
+def _env(state: llb.State) -> list[str]:
+    meta = _exec(state).meta
+    assert meta is not None
+    return list(meta.env)
+
+
+def _fresh_ids(state: llb.State) -> list[str]:
+    prefix = llb.FRESH_RUN_ENV + "="
+    return [e.removeprefix(prefix) for e in _env(state) if e.startswith(prefix)]
+
+
+def test_fresh_run_adds_a_random_id_to_the_env_and_nothing_else() -> None:
+    es = _image().run("date", env={"A": "1"}, fresh=True)
+    plain = _image().run("date", env={"A": "1"})
+    [fresh_id] = _fresh_ids(es)
+    assert len(fresh_id) == 25
+    assert fresh_id.isalnum()
+    assert _env(es) == ["A=1", f"LLBLIB_IGNORE_CACHE={fresh_id}"]
+    # Not BuildKit's ignore-cache flag, and without fresh= the op is the plain one (Go's bytes).
+    definition = llb.marshal(es, platform=AMD64)
+    assert not definition.metadata[definition.head_digest or ""].ignore_cache
+    assert _fresh_ids(plain) == []
+    without = _exec(es)
+    assert without.meta is not None
+    without.meta.env = without.meta.env[:-1]
+    assert bytes(without) == bytes(_exec(plain))
+
+
+def test_fresh_run_is_new_per_build_of_the_graph_and_stable_per_state() -> None:
+    def build() -> llb.ExecState:
+        return _image().run("date", fresh=True)
+
+    first, second = build(), build()
+    assert llb.digest(first, platform=AMD64) != llb.digest(second, platform=AMD64)
+    assert _fresh_ids(first) != _fresh_ids(second)
+    # One State is one op however often it is marshaled: what makes it run once per session.
+    assert llb.marshal(first, platform=AMD64).ops == llb.marshal(first, platform=AMD64).ops
+    assert llb.digest(first, platform=AMD64) == llb.digest(first, platform=AMD64)
+    assert llb.to_yaml(first, platform=AMD64) == llb.to_yaml(first, platform=AMD64)
+    assert llb.to_yaml(first, platform=AMD64) != llb.to_yaml(second, platform=AMD64)
+    # States built on it contain that same op, not a new draw.
+    child = first.file(llb.mkdir("/x")).run("true")
+    assert llb.marshal(first, platform=AMD64).ops[-2] in llb.marshal(child, platform=AMD64).ops
+    assert _fresh_ids(child) == []
+
+
+def test_fresh_run_option_draws_an_id_per_application() -> None:
+    # As Go's IgnoreCache: one id each time the option is applied, and config_ops.run applies
+    # the run options once (Go's llblib.Run applied them twice, drawing two ids).
+    option = llb.config_ops.apply_run("date", fresh=True)
+    one, two = _image().apply(option), _image().apply(option)
+    assert _fresh_ids(one) != _fresh_ids(two)
+    ran = llb.config_ops.run(_image(), "date", fresh=True)
+    assert len(_fresh_ids(ran)) == 1
+    assert ran.image_config is not None
+    assert ran.image_config.history[-1].created_by == "RUN date"
+
+
 def test_exec_platforms() -> None:
     def platform(st: llb.State, default: llb.Platform = AMD64) -> pb.Platform | None:
         return pb.Op.parse(llb.marshal(st, platform=default).ops[-2]).platform

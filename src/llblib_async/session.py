@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -38,7 +38,7 @@ from ._fsutil.send import SendStats
 from ._fsutil.walk import FilterOptions
 from ._identity import new_id
 from ._pipeline.exports import ExportRoute
-from ._pipeline.run import SessionServices, resolve_state, run_request
+from ._pipeline.run import SessionServices, marshal_states, resolve_state, run_request
 from ._tunnel.handle import SessionHandle
 from ._tunnel.transports import open_client_session
 from ._wire.connection import Connection
@@ -179,6 +179,55 @@ class Session:
         (:class:`~llblib_async.errors.SolveError` pointing at the Dockerfile's lines).
         """
         return await self._run(lambda: resolve_state(state, self._services, platform=platform))
+
+    async def to_yaml(
+        self,
+        *requests: Request,
+        platform: llb.Platform | str | None = None,
+        redact: Iterable[str] = (),
+        redact_value: str = "<redacted>",
+    ) -> str:
+        """The graphs ``requests`` build, as one YAML sequence (llblib's ``Session.ToYAML``).
+
+        One item per request, in order, as :func:`llb.to_yaml <llblib_async.llb.to_yaml>`
+        renders it (anchors and aliases shared across the items): a request's State is
+        marshaled in this session as :meth:`do` would (``platform`` is the default
+        platform), so frontend States (``llb.dockerfile``, ``llb.frontend``) and other
+        lazy States are resolved here, with the session's locals and credentials and
+        its memo; a request made from a Definition shows that Definition.  A container
+        request (``Solver.container``) builds nothing, so it shows as scratch, as in
+        Go (its root is ``request.state``).  ``redact`` and ``redact_value`` are
+        :func:`~llblib_async.llb.to_yaml`'s.
+
+        When some request has a State this runs one build in the daemon that solves
+        nothing (it is not kept in the build history); frontends run in it.  Raises
+        what marshaling raises (:class:`~llblib_async.errors.SolveError` for a failing
+        frontend) and ``TypeError`` for an argument that is not a
+        :class:`~llblib_async.Request`.
+
+        Deviations from Go llblib: it answers the YAML text (Go: a node to marshal)
+        and takes the ``platform``/``redact`` options of ``llb.to_yaml``.
+        """
+        states: list[llb.State] = []
+        for request in requests:
+            if not isinstance(request, Request):
+                raise TypeError(f"to_yaml() takes Requests (solver.build(state)), not {request!r}")
+            if request.state is not None and request.container is None:
+                states.append(request.state)
+        marshaled = iter(
+            await self._run(lambda: marshal_states(states, self._services, platform=platform))
+            if states
+            else ()
+        )
+        targets: list[llb.State | llb.Definition] = []
+        for request in requests:
+            if request.definition is not None:
+                targets.append(request.definition)
+            elif request.container is not None:
+                targets.append(llb.scratch())
+            else:
+                targets.append(next(marshaled))
+        return llb.to_yaml(*targets, redact=redact, redact_value=redact_value)
 
     async def _run(self, work: Callable[[], Awaitable[T]]) -> T:
         """Run ``work`` like a request: guarded by the session, cancelled when it closes."""

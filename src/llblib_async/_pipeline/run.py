@@ -50,10 +50,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 import anyio
 
@@ -93,9 +94,12 @@ __all__ = [
     "SessionServices",
     "SolveTarget",
     "current_frontend_bridge",
+    "marshal_states",
     "resolve_state",
     "run_request",
 ]
+
+T = TypeVar("T")
 
 # How long the Status stream may keep going after Solve returned before we stop
 # listening: the daemon normally ends it at once (Go's client waits 5 s too).
@@ -274,21 +278,47 @@ def current_frontend_bridge() -> FrontendBridge | None:
     return runner if isinstance(runner, FrontendBridge) else None
 
 
+async def _in_empty_build(
+    request: Request, session: SessionServices, work: Callable[[FrontendBridge], Awaitable[T]]
+) -> T:
+    """Run ``work`` on the client side of a build of ``request`` in ``session`` that
+    solves nothing, so the frontends it marshals run in that build."""
+    done: list[T] = []
+
+    async def only_work(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:
+        done.append(await work(runner))
+        return gw.Result()
+
+    await run_request(request, session, target=only_work)
+    return done[0]
+
+
 async def resolve_state(
     state: llb.State, session: SessionServices, *, platform: llb.Platform | str | None = None
 ) -> llb.State:
     """Run the frontends (and other lazy States) of ``state``'s graph in a build of
     ``session`` that solves nothing else, and return the State ``state`` stands for."""
-    resolved: list[llb.State] = []
 
-    async def only_marshal(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:
+    async def resolve(runner: FrontendBridge) -> llb.State:
         definition = await llb.marshal_async(state, platform=platform)
         runner.serve(definition.locals)
-        resolved.append(await llb.resolve_lazy(state, platform=platform))
-        return gw.Result()
+        return await llb.resolve_lazy(state, platform=platform)
 
-    await run_request(Request.of(state, label="resolve"), session, target=only_marshal)
-    return resolved[0]
+    return await _in_empty_build(Request.of(state, label="resolve"), session, resolve)
+
+
+async def marshal_states(
+    states: Sequence[llb.State], session: SessionServices, *, platform: llb.Platform | str | None = None
+) -> list[llb.Definition]:
+    """The Definitions ``session.do`` would send for ``states``: marshaled, one after the
+    other, in one build of ``session`` that solves nothing (their frontends run in it)."""
+
+    async def marshal_all(runner: FrontendBridge) -> list[llb.Definition]:
+        return [await llb.marshal_async(state, platform=platform) for state in states]
+
+    # Not in the daemon's build history: it built nothing.
+    request = Request.of(llb.scratch(), label="to_yaml", record_history=False)
+    return await _in_empty_build(request, session, marshal_all)
 
 
 async def _solve_target(runner: FrontendBridge, request: Request, cache: CachePlan) -> gw.Result:

@@ -40,6 +40,7 @@ from .definition_import import InvalidDefinitionError, from_definition
 from .diff import diff
 from .dockerfile import dockerfile, dockerfile_spec
 from .exec import (
+    FRESH_RUN_ENV,
     CDIDevice,
     Mount,
     ProxyEnv,
@@ -86,6 +87,7 @@ from .state import ExecState, State, scratch
 from .vertex import Constraints, OpMetadata, ProgressGroup
 
 __all__ = [
+    "FRESH_RUN_ENV",
     "BaseImage",
     "CDIDevice",
     "CachingResolver",

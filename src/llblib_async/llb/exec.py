@@ -20,6 +20,8 @@ The op bytes follow Go's client/llb ``exec.go`` exactly:
 * ``Meta.removeMountStubsRecursive`` is always true; SSH sockets without a
   destination get ``/run/buildkit/ssh_agent.<n>`` and the first one is exported
   as ``SSH_AUTH_SOCK`` unless the env already has it;
+* ``run(fresh=True)`` (llblib's ``IgnoreCache`` run option) adds
+  :data:`FRESH_RUN_ENV` with a new random id to the env, as llblib does;
 * ``PATH`` is **not** added: Go only adds it when marshaling with the daemon's
   caps (``llb.WithCaps``) and the daemon lacks ``exec.meta.setsdefaultpath``;
   every BuildKit this SDK supports sets the default ``PATH`` itself.
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from .._identity import new_id
 from .._wire.protobuf import bool_field, int_field, len_field, repeated_str, str_field, varint
 from . import _paths
 from ._encode import OP_EXEC, encode_input, encode_op, encode_platform
@@ -63,6 +66,7 @@ from .vertex import (
 )
 
 __all__ = [
+    "FRESH_RUN_ENV",
     "CDIDevice",
     "CacheSharing",
     "ContentCache",
@@ -77,6 +81,10 @@ __all__ = [
     "ssh_mount",
     "tmpfs",
 ]
+
+FRESH_RUN_ENV = "LLBLIB_IGNORE_CACHE"
+"""The env var ``run(fresh=True)`` sets to a new random id (Go llblib's name, so scripts
+that look for it work with both)."""
 
 CacheSharing: TypeAlias = Literal["shared", "private", "locked"]
 """How concurrent builds share a cache mount: all at once, each its own copy, or one at a time."""
@@ -562,6 +570,7 @@ def build_exec(
     name: str | None,
     description: Mapping[str, str] | None,
     ignore_cache: bool,
+    fresh: bool,
     constraints: Constraints | None,
 ) -> tuple[ExecOp, Output | None]:
     """The op of ``State.run`` (see there): the options resolved against ``base`` and its settings ``meta``.
@@ -583,6 +592,10 @@ def build_exec(
         raise ValueError("run() needs a command: pass args or set State.with_args() first")
     for key, value in (env or {}).items():
         meta = meta.with_env(key, value)
+    if fresh:
+        # Drawn here, once per run() call: every graph built gets a new op digest, while
+        # the ExecState (a value) keeps its id however often it is marshaled or solved.
+        meta = meta.with_env(FRESH_RUN_ENV, new_id())
     if user is not None:
         meta = dataclasses.replace(meta, user=user)
     if hostname is not None:

@@ -122,6 +122,7 @@ class State(BaseState, ExecSettings):
         name: str | None = None,
         description: Mapping[str, str] | None = None,
         ignore_cache: bool = False,
+        fresh: bool = False,
         constraints: Constraints | None = None,
     ) -> ExecState:
         """Run a command in a container whose root filesystem is this State (Go's ``State.Run``).
@@ -136,9 +137,30 @@ class State(BaseState, ExecSettings):
         ``secret_env`` maps env var names to secret ids.  ``valid_exit_codes``
         lists the exit codes that count as success (default: only 0).
         ``readonly_rootfs`` mounts this State read-only (the root output is then
-        this State).  ``name`` is the progress name; ``ignore_cache`` re-runs the
-        command even when cached; ``constraints`` adds other per-op
-        :class:`~llblib_async.llb.Constraints`.
+        this State).  ``name`` is the progress name; ``constraints`` adds other
+        per-op :class:`~llblib_async.llb.Constraints`.
+
+        Two ways to run a command that is already in the daemon's cache again
+        (e.g. ``apt-get update``, a test run, anything reading the network):
+
+        * ``fresh=True`` (Go llblib's ``llblib.IgnoreCache`` run option) sets the
+          env var ``LLBLIB_IGNORE_CACHE`` (:data:`~llblib_async.llb.FRESH_RUN_ENV`)
+          to a new random id, drawn by this call.  The op is new, so no earlier
+          cache matches, but it is an ordinary op: each time the program builds the
+          graph again (calls ``run`` again) the command runs again, while the
+          returned State, marshaled or solved any number of times (several requests,
+          one session or several), is one op that runs once and is cached.  The
+          command sees the variable, and the graph's digests (``llb.digest``,
+          ``llb.to_yaml``) change with each build of the graph.
+        * ``ignore_cache=True`` (BuildKit's ``llb.IgnoreCache``) keeps the digest
+          but tells the daemon never to reuse a cached result of the op: every
+          request that needs it runs it again, even in one session.
+
+        Deviations from Go llblib: ``fresh`` is a keyword, not the option object
+        ``llblib.IgnoreCache`` (named so it is not mistaken for ``ignore_cache``,
+        which is Go's ``llb.IgnoreCache``); Go's ``llblib.Run`` helper applies the
+        run options twice and so draws two ids,
+        :func:`~llblib_async.llb.config_ops.run` applies them once.
 
         Returns an :class:`~llblib_async.llb.ExecState`: the root filesystem
         after the command, keeping this State's settings; its ``get_mount(dest)``
@@ -168,6 +190,7 @@ class State(BaseState, ExecSettings):
             name=name,
             description=description,
             ignore_cache=ignore_cache,
+            fresh=fresh,
             constraints=constraints,
         )
         # Like Go, the result keeps the settings of the State run() was called on, not the run
