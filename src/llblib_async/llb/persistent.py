@@ -89,6 +89,7 @@ class RunOptions(TypedDict, total=False):
     name: str | None
     description: Mapping[str, str] | None
     ignore_cache: bool
+    fresh: bool
     constraints: Constraints | None
 
 
