@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,23 @@ async def _throughput(total: int) -> dict[str, float]:
     }
 
 
-async def _replay(replays: int, rate: float) -> dict[str, float]:
+async def _replay(replays: int, rate: float, sink: str = "tty") -> dict[str, float]:
+    """The busy stream at its recorded rate into ``sink``: ``tty`` (the display, on the
+    pty this process runs on), ``model`` (a ``ProgressModel`` alone) or ``none`` (the
+    replay loop alone): the last two say how much of the replay's share is not the display's."""
+    from llblib_async.progress import ProgressModel
     from llblib_async.progress.tui import ProgressView, TTYProgress
 
     updates, times = _load()
     span = times[-1] + 0.1
-    async with TTYProgress(inline=True, refresh_rate=rate) as tty:
+    tty = TTYProgress(inline=True, refresh_rate=rate)
+    feeds: dict[str, Callable[[Any], object]] = {
+        "tty": tty.update,
+        "model": ProgressModel(merge_groups=True).apply,
+        "none": lambda update: None,
+    }
+    feed = feeds[sink]
+    async with tty if sink == "tty" else contextlib.nullcontext(tty):
         loop = asyncio.get_running_loop()
         cpu0, t0 = time.process_time(), loop.time()
         n = 0
@@ -135,7 +147,7 @@ async def _replay(replays: int, rate: float) -> dict[str, float]:
                 delay = t0 + rep * span + times[k] - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)  # the recorded rate
-                tty.update(_renamed(update, _suffix(rep)))
+                feed(_renamed(update, _suffix(rep)))
                 n += 1
         elapsed, cpu = loop.time() - t0, time.process_time() - cpu0
         frames = tty.app.frames if tty.app is not None else 0
@@ -197,10 +209,19 @@ def main() -> int:
     parser.add_argument("--replays", type=int, default=3)
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the tty display")
     parser.add_argument("--phase", choices=["throughput", "replay"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sink",
+        choices=["tty", "model", "none"],
+        default="tty",
+        help="with --phase replay: what the replay feeds (model/none: the share that is not the display's)",
+    )
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        run = _throughput(args.messages) if args.phase == "throughput" else _replay(args.replays, args.rate)
+        if args.phase == "throughput":
+            run = _throughput(args.messages)
+        else:
+            run = _replay(args.replays, args.rate, args.sink)
         args.result.write_text(json.dumps(asyncio.run(run)))
         return 0
 
