@@ -60,6 +60,12 @@ def scripts(tmp_path: Path) -> Path:
         "if __name__ == '__main__':\n"
         "    raise SystemExit('the CLI does not run the main block')\n"
     )
+    (tmp_path / "dockerfile.py").write_text(
+        "import os\n"
+        "from llblib_async import llb\n"
+        "def build_requests(solver):\n"
+        "    return llb.dockerfile(f\"FROM {os.environ['BASE_IMAGE']}\\nRUN echo from-dockerfile\\n\")\n"
+    )
     (tmp_path / "nothing.py").write_text("X = 1\n")
     (tmp_path / "raises.py").write_text("raise RuntimeError('broken script')\n")
     (tmp_path / "wrong.py").write_text("def build_requests(solver):\n    return 42\n")
@@ -148,6 +154,20 @@ def test_dump_prints_the_graph_yaml(scripts: Path) -> None:
     (node,) = yaml.safe_load(res.stdout)
     assert node["type"] == "FILE"
     assert node["actions"][0]["path"] == "/motd"
+
+
+def test_dump_resolves_a_dockerfile_through_a_session_when_asked(
+    buildkit_address: str, buildkit_busybox_image: PushedImage, scripts: Path
+) -> None:
+    env = {"BASE_IMAGE": buildkit_busybox_image.ref}
+    offline = run("dump", str(scripts / "dockerfile.py"), env=env)
+    assert offline.returncode == Exit.BUILD_FAILED
+    assert "dump --session" in offline.stderr
+    res = run("dump", "--session", str(scripts / "dockerfile.py"), "--addr", buildkit_address, env=env)
+    assert res.returncode == Exit.OK, res.stderr
+    (node,) = yaml.safe_load(res.stdout)
+    assert node["type"] == "EXEC"
+    assert node["args"] == ["/bin/sh", "-c", "echo from-dockerfile"]
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
     )
     dump = sub.add_parser("dump", parents=[common], help="the YAML of the graphs a build script builds")
     dump.add_argument("script", type=Path)
+    dump.add_argument(
+        "--session",
+        action="store_true",
+        help="dump through a session on the daemon: frontends (Dockerfiles) resolved, as Go's Session.ToYAML",
+    )
     return p
 
 
@@ -255,7 +260,14 @@ async def _dump(args: argparse.Namespace) -> Exit:
         requests = await load_requests(args.script, solver)
     except ScriptError as err:
         raise _Fail(Exit.SCRIPT, str(err)) from err
-    definitions = [await r.marshal() for r in requests]
+    if args.session:
+        async with _client(args) as client, solver.session(client) as session:
+            sys.stdout.write(await session.to_yaml(*requests))
+        return Exit.OK
+    try:
+        definitions = [await r.marshal() for r in requests]
+    except llb.UnresolvedLazyStateError as err:
+        raise _Fail(Exit.BUILD_FAILED, f"{err} (`dump --session` resolves it on the daemon)") from err
     sys.stdout.write(llb.to_yaml(*definitions))
     return Exit.OK
 
