@@ -8,7 +8,8 @@
 * puts the input terminal in raw mode, so every key -- Ctrl-C, Ctrl-Z, Ctrl-D included --
   goes to the process through its pty instead of signalling this program;
 * forwards every ``SIGWINCH`` (the local window changed size) as a resize, the first
-  one at once;
+  one at once; Python runs signal handlers in the main thread only, so when the event
+  loop runs in another thread the size is read every ``RESIZE_POLL`` seconds instead;
 * and restores the terminal's exact ``termios`` attributes and the previous ``SIGWINCH``
   handler on every way out: normal exit, exception, cancellation, daemon death.
 
@@ -137,14 +138,18 @@ class LocalTerminal:
     async def forwarding_resizes(self, resize: Callable[[int, int], Awaitable[None]]) -> AsyncIterator[None]:
         """Call ``resize(rows, cols)`` now and on every ``SIGWINCH`` until the block ends.
 
-        Signal handlers can only be set from the main thread; elsewhere only the
-        initial size is sent.
+        Signal handlers can only be set from the main thread; in another thread the
+        size is polled (every ``RESIZE_POLL`` seconds) and each change forwarded.
         """
         size = self.size()
         if size is not None:
             await resize(*size)
-        if not self.is_tty or threading.current_thread() is not threading.main_thread():
+        if not self.is_tty:
             yield
+            return
+        if threading.current_thread() is not threading.main_thread():
+            async with self._polling_resizes(resize, size):
+                yield
             return
         loop = asyncio.get_running_loop()
         changed = anyio.Event()
@@ -172,6 +177,32 @@ class LocalTerminal:
                     tg.cancel_scope.cancel()
         finally:
             signal.signal(signal.SIGWINCH, previous)
+
+
+    @contextlib.asynccontextmanager
+    async def _polling_resizes(
+        self, resize: Callable[[int, int], Awaitable[None]], size: tuple[int, int] | None
+    ) -> AsyncIterator[None]:
+        """Forward each change of the size, read every ``RESIZE_POLL`` seconds (no signals here)."""
+
+        async def poll(last: tuple[int, int] | None) -> None:
+            while True:
+                await anyio.sleep(RESIZE_POLL)
+                now = self.size()
+                if now is not None and now != last:
+                    last = now
+                    await resize(*now)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll, size)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+
+#: how often the terminal's size is read when no ``SIGWINCH`` handler can be set (seconds)
+RESIZE_POLL = 0.25
 
 
 @contextlib.asynccontextmanager
