@@ -178,7 +178,6 @@ class LocalTerminal:
         finally:
             signal.signal(signal.SIGWINCH, previous)
 
-
     @contextlib.asynccontextmanager
     async def _polling_resizes(
         self, resize: Callable[[int, int], Awaitable[None]], size: tuple[int, int] | None
