@@ -21,6 +21,13 @@ from llblib_async.testing import BuildkitDaemon
             ["build failed (exit code 3)", "$ /bin/sh -c cat /progress.txt  -> exit 0", "half done"],
         ),
         (
+            "debug_with_toolbox.py",
+            [
+                "the build failed (exit code 1); what the debugging found:",
+                "changed: config.txt\nchanged: hello.txt\nconfig.txt\nhello.txt\n",
+            ],
+        ),
+        (
             "dockerfile_on_error.py",
             [
                 "the build failed with exit code 3:",
