@@ -465,11 +465,6 @@ class ProgressGroups:
         )
 
 
-def _forget(v: VertexState) -> None:
-    """Forget all but the last ``_SEEN_LOGS`` chunks ``v`` saw (now and then, not per chunk)."""
-    v.seen_logs = dict.fromkeys(list(v.seen_logs)[-_SEEN_LOGS:])
-
-
 class ProgressModel:
     """The merged state of every request of a session (see the module docs).
 
@@ -555,7 +550,8 @@ class ProgressModel:
         if len(logs) == 1 and not update.vertices and not update.statuses and not update.warnings:
             # The message of a busy build (9 in 10): one chunk of output of a vertex its
             # request already reported.  What it costs here is most of what a message
-            # costs a display: this is _keep_chunk and _seen, inlined.
+            # costs a display: this is _keep_chunk's work without the request lookup, the
+            # group rewriter and the loops of the general path below.
             chunk = logs[0]
             digest = chunk.vertex
             v = self.vertices.get(digest)
@@ -567,17 +563,11 @@ class ProgressModel:
             ):
                 self.messages += 1
                 self.last_vertices = _NONE
-                data, stream, timestamp = chunk.data, chunk.stream, chunk.timestamp
-                key = hash((stream, timestamp, data))
-                seen = v.seen_logs
-                if key in seen:
+                if not self._seen(v, chunk):
                     self.last_logs = ()
                     return set()
-                seen[key] = None
-                if len(seen) > 2 * _SEEN_LOGS:
-                    _forget(v)
                 self.last_logs = logs
-                v.logs.feed(stream, data, timestamp)
+                v.logs.feed(chunk.stream, chunk.data, chunk.timestamp)
                 self._dirty_vertices.add(digest)
                 return {digest}
         groups = self.groups
@@ -662,8 +652,8 @@ class ProgressModel:
         if key in seen:
             return False
         seen[key] = None
-        if len(seen) > 2 * _SEEN_LOGS:
-            _forget(v)
+        if len(seen) > 2 * _SEEN_LOGS:  # forget all but the last _SEEN_LOGS, now and then
+            v.seen_logs = dict.fromkeys(list(seen)[-_SEEN_LOGS:])
         return True
 
     def update(self, update: StatusUpdate) -> None:
