@@ -16,6 +16,11 @@ import time
 import pytest
 
 
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    """Resize the pty ``fd`` belongs to (either side), as a terminal window's user does."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 class Terminal:
     """The master side of a pty whose slave is a child process's controlling terminal."""
 
@@ -37,7 +42,7 @@ class Terminal:
         self.modes_after: list[object] = []
 
     def set_size(self, rows: int, cols: int) -> None:
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        set_window_size(self.slave, rows, cols)
 
     def type(self, text: str) -> None:
         os.write(self.master, text.encode())

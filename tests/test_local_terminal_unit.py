@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import pty
-import struct
-import termios
 import threading
 
 import anyio
+from pty_helpers import set_window_size
 
 from llblib_async.gateway.local_terminal import LocalTerminal
-
-
-def _set_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def test_resizes_are_forwarded_from_an_event_loop_outside_the_main_thread() -> None:
     """No SIGWINCH handler can be set there (Python runs them in the main thread only): the
     size is polled, and each change still reaches the process."""
     master, slave = pty.openpty()
-    _set_size(slave, 24, 80)
+    set_window_size(slave, 24, 80)
     sizes: list[tuple[int, int]] = []
     failures: list[BaseException] = []
 
@@ -38,7 +32,7 @@ def test_resizes_are_forwarded_from_an_event_loop_outside_the_main_thread() -> N
 
         try:
             async with term.forwarding_resizes(resize):
-                _set_size(master, 40, 120)  # the user drags the window
+                set_window_size(master, 40, 120)  # the user drags the window
                 with anyio.fail_after(60):  # a hang guard, not a speed limit
                     await resized.wait()
         finally:
