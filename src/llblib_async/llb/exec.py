@@ -33,7 +33,7 @@ import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypeVar
 
 from .._identity import new_id
 from .._wire.protobuf import bool_field, int_field, len_field, repeated_str, str_field, varint
@@ -545,6 +545,17 @@ class ExecOp(Vertex):
         return f"<ExecOp {shown}>"
 
 
+_AnyMount = TypeVar("_AnyMount", bound=MountSpec)
+
+
+def mount_list(mounts: Iterable[_AnyMount]) -> list[_AnyMount]:
+    """``mounts`` as a list; ``mounts=llb.bind(...)`` without brackets is told so, rather
+    than with Python's "object is not iterable"."""
+    if isinstance(mounts, Mount | SecretMount | SSHMount):
+        raise TypeError("mounts must be a list of mounts, e.g. mounts=[llb.tmpfs('/tmp')]")
+    return list(mounts)
+
+
 def build_exec(
     base: BaseState,
     meta: ExecMeta,
@@ -621,9 +632,7 @@ def build_exec(
     fs_mounts: list[Mount] = [Mount(dest="/", source=base, readonly=readonly_rootfs)]
     secrets: list[SecretMount] = []
     ssh: list[SSHMount] = []
-    if isinstance(mounts, Mount | SecretMount | SSHMount):
-        raise TypeError("mounts must be a list of mounts, e.g. mounts=[llb.tmpfs('/tmp')]")
-    for m in mounts:
+    for m in mount_list(mounts):
         if isinstance(m, Mount):
             if m.source is not None and m.source.output is None:
                 m = dataclasses.replace(m, source=None)  # scratch: Go's nil source, input -1

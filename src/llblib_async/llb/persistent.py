@@ -39,19 +39,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict, TypeVar, Unpack
+from typing import TypedDict, Unpack
 
 from ..errors import BuildKitError
 from . import config_ops
-from .exec import CDIDevice, Mount, MountSpec, ProxyEnv, SecretMount, SSHMount, bind
+from .exec import CDIDevice, Mount, MountSpec, ProxyEnv, SecretMount, SSHMount, bind, mount_list
 from .meta import NetworkMode, SecurityMode, Ulimit
 from .platform import Platform
 from .state import ExecState, State, scratch
 from .vertex import Constraints
 
 __all__ = ["MountPropagationError", "Persistent", "RunOptions", "persistent"]
-
-_M = TypeVar("_M", bound=MountSpec)
 
 
 class MountPropagationError(BuildKitError, ValueError):
@@ -101,13 +99,6 @@ def _as_state(source: object) -> State:
     raise TypeError(f"mount source must be a State, got {type(source).__name__}")
 
 
-def _mount_list(mounts: Iterable[_M]) -> list[_M]:
-    # mounts=llb.bind(...) without brackets: say so rather than Python's "object is not iterable".
-    if isinstance(mounts, Mount | SecretMount | SSHMount):
-        raise TypeError("mounts must be a list of mounts, e.g. mounts=[llb.bind('/work', llb.scratch())]")
-    return list(mounts)
-
-
 def _propagated(mount: object, seen: set[str]) -> Mount:
     """``mount`` checked as a propagated mount (a bind with contents to carry); ``seen`` collects dests."""
     if isinstance(mount, SecretMount | SSHMount):
@@ -155,7 +146,7 @@ class Persistent:
         if not isinstance(self.root, State):
             raise TypeError(f"persistent root must be a State, got {type(self.root).__name__}")
         seen: set[str] = set()
-        checked = tuple(_propagated(m, seen) for m in _mount_list(self.mounts))
+        checked = tuple(_propagated(m, seen) for m in mount_list(self.mounts))
         object.__setattr__(self, "mounts", checked)  # frozen: set once, here
 
     def run(
@@ -174,7 +165,7 @@ class Persistent:
         propagated mounts are the exec's outputs for them and its read-only ones
         stay as they were; ``last`` is the exec.
         """
-        per_run = _mount_list(mounts)
+        per_run = mount_list(mounts)
         propagated = {m.dest for m in self.mounts}
         for m in per_run:
             if isinstance(m, Mount) and m.dest in propagated:
@@ -230,4 +221,4 @@ def persistent(root: State, *, mounts: Iterable[Mount] = ()) -> Persistent:
     :class:`MountPropagationError` (they have nothing to carry: give them to each
     ``run``).  See :class:`Persistent`.
     """
-    return Persistent(root, tuple(_mount_list(mounts)))
+    return Persistent(root, tuple(mount_list(mounts)))
